@@ -103,9 +103,7 @@ class FrameTooLargeError(RemoteProtocolError):
     code = "too_large"
 
     def __init__(self, length: int, limit: int, *, peer_id: str | None = None) -> None:
-        super().__init__(
-            f"frame of {length} bytes exceeds the {limit}-byte limit", peer_id=peer_id
-        )
+        super().__init__(f"frame of {length} bytes exceeds the {limit}-byte limit", peer_id=peer_id)
         self.length = length
         self.limit = limit
 

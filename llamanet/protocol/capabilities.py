@@ -74,7 +74,9 @@ def best_match(query: str, offered: list[str] | tuple[str, ...]) -> str | None:
     offered, otherwise the least specific name under it (ties broken by name)."""
     if query in offered:
         return query
-    under = sorted((c for c in offered if capability_matches(query, c)), key=lambda c: (c.count("."), c))
+    under = sorted(
+        (c for c in offered if capability_matches(query, c)), key=lambda c: (c.count("."), c)
+    )
     return under[0] if under else None
 
 

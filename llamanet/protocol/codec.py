@@ -127,9 +127,9 @@ def decode_message(body: bytes) -> Message:
     if not isinstance(obj, dict):
         raise DecodeError(f"frame body must be a map, got {type(obj).__name__}")
     tag = obj.get("t")
-    cls = MESSAGE_TYPES.get(tag) if isinstance(tag, str) else None
-    if cls is None:
+    if not isinstance(tag, str) or tag not in MESSAGE_TYPES:
         raise DecodeError(f"unknown message type {tag!r}")
+    cls = MESSAGE_TYPES[tag]
     kwargs: dict[str, Any] = {}
     for f in _FIELDS[tag]:
         if f.name in obj:

@@ -141,7 +141,8 @@ class TaskRejected(Message):
         _check_code(self.code)
         _check_text(self.msg, "msg")
         _require(
-            self.retry_after_ms is None or (_is_int(self.retry_after_ms) and self.retry_after_ms >= 0),
+            self.retry_after_ms is None
+            or (_is_int(self.retry_after_ms) and self.retry_after_ms >= 0),
             "retry_after_ms must be a non-negative integer",
         )
 

@@ -34,7 +34,9 @@ def check_pow(peer_id: bytes, nonce: bytes, difficulty: int) -> bool:
     return leading_zero_bits(pow_digest(peer_id, nonce)) >= difficulty
 
 
-def solve_pow(peer_id: bytes, difficulty: int, *, start: int = 0, limit: int | None = None) -> bytes | None:
+def solve_pow(
+    peer_id: bytes, difficulty: int, *, start: int = 0, limit: int | None = None
+) -> bytes | None:
     """Search nonces ``start, start+1, ...`` for one meeting ``difficulty``.
 
     Returns the nonce, or ``None`` if ``limit`` nonces were tried without success

@@ -127,7 +127,9 @@ class CapabilityRecord:
     def __post_init__(self) -> None:
         _require(self.v == RECORD_VERSION, f"unsupported record version {self.v!r}")
         _require(is_valid_peer_id(self.peer), "peer must be an Ed25519 peer ID")
-        _require(_is_int(self.seq) and 0 <= self.seq < 1 << 63, "seq must be a non-negative integer")
+        _require(
+            _is_int(self.seq) and 0 <= self.seq < 1 << 63, "seq must be a non-negative integer"
+        )
         _require(_is_int(self.iat) and _is_int(self.exp), "iat and exp must be unix seconds")
         _require(
             isinstance(self.caps, tuple) and len(self.caps) <= MAX_CAPABILITIES,
@@ -197,7 +199,9 @@ class CapabilityRecord:
             if not isinstance(models_raw, list) or not all(isinstance(m, dict) for m in models_raw):
                 raise MalformedRecordError("models must be a list of maps")
             known = {"name", "digest", "ctx", "params", "quant", "family"}
-            models = tuple(ModelInfo(**{k: v for k, v in m.items() if k in known}) for m in models_raw)
+            models = tuple(
+                ModelInfo(**{k: v for k, v in m.items() if k in known}) for m in models_raw
+            )
             caps, addrs = obj["caps"], obj.get("addrs", [])
             if not isinstance(caps, list) or not isinstance(addrs, list):
                 raise MalformedRecordError("caps and addrs must be lists")
@@ -272,10 +276,13 @@ def open_envelope(data: bytes, domain: str, payload_type: bytes) -> tuple[bytes,
         fields = _protobuf.decode_fields(data)
         key_field, type_field = fields.get(1), fields.get(2)
         payload, signature = fields.get(3), fields.get(5)
-        if not all(isinstance(f, bytes) for f in (key_field, type_field, payload, signature)):
+        if not (
+            isinstance(key_field, bytes)
+            and isinstance(type_field, bytes)
+            and isinstance(payload, bytes)
+            and isinstance(signature, bytes)
+        ):
             raise MalformedRecordError("envelope lacks a field")
-        assert isinstance(key_field, bytes) and isinstance(payload, bytes)
-        assert isinstance(signature, bytes) and isinstance(type_field, bytes)
         public_key = unmarshal_public_key(key_field)
     except DecodeError as exc:
         raise MalformedRecordError(f"invalid envelope: {exc}") from exc
@@ -344,9 +351,7 @@ def check_newer(candidate: SignedRecord, held: SignedRecord | None) -> None:
     if held is None:
         return
     if candidate.seq <= held.seq:
-        raise StaleRecordError(
-            f"record seq {candidate.seq} is not above the held seq {held.seq}"
-        )
+        raise StaleRecordError(f"record seq {candidate.seq} is not above the held seq {held.seq}")
 
 
 def select_best(records: Sequence[SignedRecord]) -> int:

@@ -133,7 +133,9 @@ class TaskSession:
         try:
             body = self._decoder.next_frame()
             if isinstance(body, _NeedData):
-                if self._decoder.at_eof and self.is_active:
+                # A requester may half-close after sending its task and still want
+                # the answer, so only the requester treats EOF mid-task as an error.
+                if self._decoder.at_eof and self.is_active and self.our_role is Role.REQUESTER:
                     raise RemoteProtocolError(
                         f"stream closed in state {self.state.value}", peer_id=self._peer_text
                     )

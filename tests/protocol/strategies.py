@@ -31,8 +31,9 @@ plain_values: st.SearchStrategy[Any] = st.recursive(
     | st.floats(allow_nan=False)
     | st.text(max_size=50)
     | st.binary(max_size=50),
-    lambda children: st.lists(children, max_size=5)
-    | st.dictionaries(st.text(max_size=10), children, max_size=5),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5)
+    ),
     max_leaves=20,
 )
 str_maps = st.dictionaries(st.text(max_size=10), plain_values, max_size=4)
@@ -52,20 +53,31 @@ offers = st.builds(
     session=st.none() | st.text(min_size=1, max_size=20),
     parent=st.none() | task_ids,
     model=st.none()
-    | st.fixed_dictionaries({}, optional={"name": st.text(max_size=20), "min_ctx": st.integers(0, 10**6)}),
+    | st.fixed_dictionaries(
+        {}, optional={"name": st.text(max_size=20), "min_ctx": st.integers(0, 10**6)}
+    ),
     params=str_maps,
     depth=st.integers(0, 64),
-    budget=st.none() | st.dictionaries(st.sampled_from(["tokens", "credits"]), st.integers(0, 10**6)),
+    budget=st.none()
+    | st.dictionaries(st.sampled_from(["tokens", "credits"]), st.integers(0, 10**6)),
     stream=st.booleans(),
 )
-receipts = st.builds(Receipt, time_ms=st.integers(0, 2**53), signature=st.binary(min_size=64, max_size=64))
+receipts = st.builds(
+    Receipt, time_ms=st.integers(0, 2**53), signature=st.binary(min_size=64, max_size=64)
+)
 results = st.builds(
-    TaskResult, output=plain_values, receipt=receipts, usage=number_maps, model_digest=st.text(max_size=70)
+    TaskResult,
+    output=plain_values,
+    receipt=receipts,
+    usage=number_maps,
+    model_digest=st.text(max_size=70),
 )
 messages: st.SearchStrategy[Message] = st.one_of(
     offers,
     st.builds(TaskAccepted),
-    st.builds(TaskRejected, code=codes, msg=short_text, retry_after_ms=st.none() | st.integers(0, 10**6)),
+    st.builds(
+        TaskRejected, code=codes, msg=short_text, retry_after_ms=st.none() | st.integers(0, 10**6)
+    ),
     st.builds(TaskChunk, seq=st.integers(0, 2**32), data=plain_values),
     results,
     st.builds(ErrorMessage, code=codes, msg=short_text),

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -44,7 +46,11 @@ def test_roundtrip_keeps_every_field() -> None:
     record = make_record(
         ALICE,
         addrs=(b"\x04\x7f\x00\x00\x01\x06\x10\x05",),
-        models=(ModelInfo(name="qwen2.5:7b", digest="sha256:ab", ctx=32768, params="7.6B", quant="Q4_K_M"),),
+        models=(
+            ModelInfo(
+                name="qwen2.5:7b", digest="sha256:ab", ctx=32768, params="7.6B", quant="Q4_K_M"
+            ),
+        ),
         perf={"p50_ms": 12.5, "tokens_per_s": 40.0},
         load=0.25,
         limits={"max_concurrency": 8, "max_input_bytes": 1 << 20},
@@ -176,10 +182,8 @@ def test_wrong_domain_does_not_verify() -> None:
 
 @given(st.binary(max_size=400))
 def test_arbitrary_bytes_raise_only_record_errors(data: bytes) -> None:
-    try:
+    with contextlib.suppress(RecordError):
         open_record(data, now=NOW, policy=POLICY)
-    except RecordError:
-        pass
 
 
 def test_dht_key() -> None:

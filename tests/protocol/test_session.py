@@ -6,6 +6,7 @@ import pytest
 
 from llamanet.errors import InvalidReceiptError, LocalProtocolError, RemoteProtocolError
 from llamanet.protocol.codec import NEED_DATA, encode_frame
+from llamanet.protocol.config import SessionConfig
 from llamanet.protocol.messages import (
     ErrorMessage,
     Message,
@@ -17,7 +18,6 @@ from llamanet.protocol.messages import (
     TaskRejected,
     TaskResult,
 )
-from llamanet.protocol.config import SessionConfig
 from llamanet.protocol.receipts import sign_receipt
 from llamanet.protocol.session import TaskSession
 from llamanet.protocol.task_state import DONE, ERROR, IDLE, OFFERED, RUNNING, Role
@@ -28,7 +28,12 @@ DEADLINE_MS = 1_800_000_000_000
 
 
 def offer(n: int = 0, **kw: object) -> TaskOffer:
-    fields: dict[str, object] = {"id": bytes([n]) * 16, "cap": "text.echo", "input": "hi", "deadline": DEADLINE_MS}
+    fields: dict[str, object] = {
+        "id": bytes([n]) * 16,
+        "cap": "text.echo",
+        "input": "hi",
+        "deadline": DEADLINE_MS,
+    }
     fields.update(kw)
     return TaskOffer(**fields)  # type: ignore[arg-type]
 
@@ -182,7 +187,9 @@ def test_worker_deadline_timer() -> None:
     data = pair.worker.handle_timer(DEADLINE_MS / 1000)
     assert pair.worker.state is DONE
     pair.requester.receive_data(data)
-    assert pair.requester.next_event() == ErrorMessage(code="deadline_exceeded", msg="task deadline passed")
+    assert pair.requester.next_event() == ErrorMessage(
+        code="deadline_exceeded", msg="task deadline passed"
+    )
 
 
 def test_requester_deadline_timer_poisons_the_stream() -> None:

@@ -58,5 +58,7 @@ def test_only_requesters_offer_and_only_workers_answer() -> None:
         (RUNNING, "cancel", REQUESTER, RUNNING),
     ],
 )
-def test_transitions(state: TaskState, wire_type: str, sender: Role, expected: TaskState | None) -> None:
+def test_transitions(
+    state: TaskState, wire_type: str, sender: Role, expected: TaskState | None
+) -> None:
     assert next_state(state, sender, MESSAGE_TYPES[wire_type]) is expected

@@ -16,7 +16,8 @@ def test_roundtrip(value: int) -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "encoded"), [(0, b"\x00"), (1, b"\x01"), (127, b"\x7f"), (128, b"\x80\x01"), (300, b"\xac\x02")]
+    ("value", "encoded"),
+    [(0, b"\x00"), (1, b"\x01"), (127, b"\x7f"), (128, b"\x80\x01"), (300, b"\xac\x02")],
 )
 def test_known_encodings(value: int, encoded: bytes) -> None:
     assert encode_uvarint(value) == encoded

@@ -47,7 +47,9 @@ def test_refuses_mismatched_public_key(tmp_path: Path) -> None:
         load_identity(path)
 
 
-def test_key_never_appears_in_repr_or_logs(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_key_never_appears_in_repr_or_logs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     identity = load_or_create_identity(tmp_path)
     seed = identity.seed

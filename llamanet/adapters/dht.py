@@ -1,0 +1,345 @@
+"""Capability records and provider records on py-libp2p's ``KadDHT``.
+
+KadDHT supplies the routing table, the iterative ``FIND_NODE`` lookup, the RPC
+handlers and the stores.  Lookups of records and providers are ours, built from
+its per-peer RPCs, because in py-libp2p 0.8.1 (each pinned by a test in
+``tests/adapters/test_libp2p_upstream.py``):
+
+* ``get_value`` answers from the local store first and returns that copy forever,
+  even after the owner published a higher ``seq``;
+* ``find_providers`` answers from the local provider store first (which also
+  caches every provider it ever found), so new providers are never found, and
+  returns duplicates when it does go to the network;
+* ``put_value`` reports success when every replica rejected the value;
+* ``provide`` reports success while receivers drop more than 10 ``ADD_PROVIDER``
+  per 10 s from one sender; we pace our own announcements below that, and stamp
+  upstream's republish bookkeeping so its 600 s maintenance loop does not
+  re-announce everything in one unpaced burst;
+* the ``FIND_NODE`` handler refuses a key longer than 50 bytes that is not a
+  multihash, which includes every record key (``/llamanet/caps/<id>`` is 67
+  bytes), so upstream's own ``put_value`` never gets past its routing table.  We
+  look record keys up by the sha2-256 multihash of the key
+  (:func:`lookup_target`); writer and reader both do, so they meet at the same
+  peers;
+* inbound KAD streams have no idle limit, and a client that cancels a query also
+  cancels its ``stream.close()``, so a server slot (12 in all) can be held
+  forever: every inbound KAD stream here is bounded in time.
+
+Every record that comes back from the network is checked by
+:class:`CapsValidator`; nothing unverified leaves this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+import trio
+from libp2p.abc import IHost, INetStream
+from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
+from libp2p.kad_dht.pb.kademlia_pb2 import Record
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo
+from libp2p.records.validator import NamespacedValidator, Validator
+from libp2p.tools.anyio_service import background_trio_service
+
+from llamanet.errors import DecodeError, RecordError
+from llamanet.protocol.capabilities import (
+    capability_prefixes,
+    provider_key,
+    provider_key_string,
+)
+from llamanet.protocol.config import RecordPolicy
+from llamanet.protocol.peer_ids import peer_id_from_text
+from llamanet.protocol.records import DHT_KEY_PREFIX, SignedRecord, open_record
+from llamanet.trust.limits import TokenBucket
+
+from .libp2p_host import KAD_PROTOCOL, NETWORK_ERRORS
+
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus
+
+log = logging.getLogger(__name__)
+
+# Receivers drop ADD_PROVIDER beyond 10 per 10 s per sender (kad_dht.py
+# _provider_rate_max/_provider_rate_window); stay under it.
+PROVIDE_BURST: Final = 8
+PROVIDE_RATE: Final = 0.8
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DHTConfig:
+    rpc_timeout: float = 5.0
+    """Per-peer RPC timeout in our lookups, in seconds."""
+    lookup_timeout: float = 15.0
+    """Bound on one whole lookup (closest peers + queries), in seconds."""
+    inbound_stream_timeout: float = 30.0
+    """Longest an inbound KAD stream may live; py-libp2p opens one per RPC."""
+    replication: int = 20
+    """How many of the closest peers receive a record (Kademlia's k)."""
+
+
+def lookup_target(key: bytes) -> bytes:
+    """The ``FIND_NODE`` target for a DHT key: provider keys are multihashes already
+    (sha2-256, 34 bytes); record keys become the sha2-256 multihash of the key."""
+    if len(key) == 34 and key[:2] == b"\x12\x20":
+        return key
+    return b"\x12\x20" + hashlib.sha256(key).digest()
+
+
+class CapsValidator(Validator):
+    """KadDHT validator for ``/llamanet/caps/<peer>``: the key's peer must have signed a
+    valid record; ``select`` keeps the highest ``seq``.  Counts rejections by reason."""
+
+    def __init__(self, policy: RecordPolicy, clock: Callable[[], float] = time.time) -> None:
+        self.policy = policy
+        self.clock = clock
+        self.rejections: Counter[str] = Counter()
+
+    def open(self, key: str, value: bytes) -> SignedRecord:
+        if not key.startswith(DHT_KEY_PREFIX):
+            self.rejections["bad_key"] += 1
+            raise DecodeError(f"not a llamanet record key: {key!r}")
+        try:
+            peer = peer_id_from_text(key[len(DHT_KEY_PREFIX) :])
+            return open_record(value, now=self.clock(), policy=self.policy, expected_peer=peer)
+        except RecordError as exc:
+            self.rejections[exc.reason] += 1
+            raise
+        except DecodeError:
+            self.rejections["bad_key"] += 1
+            raise
+
+    def validate(self, key: str, value: bytes) -> None:
+        self.open(key, value)
+
+    def select(self, key: str, values: list[bytes]) -> int:
+        best, best_seq = 0, -1
+        for i, value in enumerate(values):
+            try:
+                seq = self.open(key, value).seq
+            except (RecordError, DecodeError):
+                continue
+            if seq > best_seq:
+                best, best_seq = i, seq
+        return best
+
+
+class LlamanetDHT:
+    """A server-mode KadDHT speaking ``/llamanet/kad/1.0.0`` with llamanet's lookups."""
+
+    def __init__(
+        self,
+        host: IHost,
+        validator: CapsValidator,
+        *,
+        swarm: str,
+        config: DHTConfig | None = None,
+    ) -> None:
+        self.host = host
+        self.validator = validator
+        self.swarm = swarm
+        self.config = config or DHTConfig()
+        namespaced = NamespacedValidator({"llamanet": validator}, strict_validation=True)
+        self.kad = KadDHT(
+            host,
+            DHTMode.SERVER,
+            validator=namespaced,
+            validator_changed=True,
+            strict_validation=True,
+        )
+        host.set_stream_handler(KAD_PROTOCOL, self._handle_kad_stream)
+        self._provide_bucket = TokenBucket(PROVIDE_BURST, PROVIDE_RATE)
+        self._provide_lock = trio.Lock()
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run KadDHT's service (maintenance loop) until cancelled.  Must be running
+        before we connect to bootstrap peers."""
+        async with background_trio_service(self.kad):
+            task_status.started()
+            await trio.sleep_forever()
+
+    async def _handle_kad_stream(self, stream: INetStream) -> None:
+        with trio.move_on_after(self.config.inbound_stream_timeout) as scope:
+            await self.kad.handle_stream(stream)
+        if scope.cancelled_caught:
+            log.debug("reset a KAD stream from %s held past the limit", stream.muxed_conn.peer_id)
+            with (
+                trio.CancelScope(shield=True),
+                trio.move_on_after(1),
+                contextlib.suppress(*NETWORK_ERRORS),
+            ):
+                await stream.reset()
+
+    # -- routing table -------------------------------------------------------
+
+    async def add_peer(self, peer_id: bytes) -> bool:
+        """Put a connected peer in the routing table (py-libp2p does not do this for
+        peers that never sent us a DHT request)."""
+        try:
+            return bool(await self.kad.add_peer(ID(peer_id)))
+        except NETWORK_ERRORS as exc:
+            log.debug("could not add %s to the routing table: %r", ID(peer_id), exc)
+            return False
+
+    def routing_table_size(self) -> int:
+        return int(self.kad.get_routing_table_size())
+
+    def routing_table_peers(self) -> list[bytes]:
+        return [bytes(p.to_bytes()) for p in self.kad.routing_table.get_peer_ids()]
+
+    async def refresh(self) -> None:
+        """Look ourselves up, which fills the routing table with our neighbourhood."""
+        with trio.move_on_after(self.config.lookup_timeout):
+            try:
+                await self.kad.peer_routing.refresh_routing_table()
+            except NETWORK_ERRORS as exc:
+                log.debug("routing table refresh failed: %r", exc)
+
+    async def _closest(self, key: bytes) -> list[ID]:
+        peers: list[ID] = []
+        with trio.move_on_after(self.config.lookup_timeout) as scope:
+            peers = await self.kad.peer_routing.find_closest_peers_network(lookup_target(key))
+        if scope.cancelled_caught:
+            log.debug("closest-peer lookup for %s timed out", key[:12].hex())
+        me = self.host.get_id()
+        return [p for p in peers if p != me][: self.config.replication]
+
+    # -- records ---------------------------------------------------------------
+
+    async def put_record(self, record: SignedRecord) -> int:
+        """Store ``record`` locally and at the closest peers; returns how many remote
+        peers acknowledged it (0 when alone)."""
+        key = self._record_key(record.peer)
+        key_bytes = key.encode()
+        self.validator.validate(key, record.envelope)
+        self.kad.value_store.put(key_bytes, record.envelope)
+        peers = await self._closest(key_bytes)
+        stored = 0
+
+        async def store(peer: ID) -> None:
+            nonlocal stored
+            with trio.move_on_after(self.config.rpc_timeout):
+                if await self.kad.value_store._store_at_peer(peer, key_bytes, record.envelope):
+                    stored += 1
+
+        async with trio.open_nursery() as nursery:
+            for peer in peers:
+                nursery.start_soon(store, peer)
+        log.debug("record seq %d stored at %d of %d peers", record.seq, stored, len(peers))
+        return stored
+
+    async def get_record(self, peer_id: bytes) -> SignedRecord | None:
+        """The newest valid record of ``peer_id`` among the closest peers (and our own
+        copy), fetched fresh from the network.  Peers that returned an older copy are
+        sent the newest one (Kademlia entry correction)."""
+        key = self._record_key(peer_id)
+        key_bytes = key.encode()
+        found: list[tuple[ID | None, SignedRecord]] = []
+        local = self.kad.value_store.get(key_bytes)
+        if local is not None:
+            self._collect(found, None, key, local.value)
+        peers = await self._closest(key_bytes)
+
+        async def query(peer: ID) -> None:
+            with trio.move_on_after(self.config.rpc_timeout):
+                answer: Any = await self.kad.value_store._get_from_peer(
+                    peer, key_bytes, return_record=True
+                )
+                if isinstance(answer, Record) and answer.value:
+                    self._collect(found, peer, key, answer.value)
+
+        async with trio.open_nursery() as nursery:
+            for peer in peers:
+                nursery.start_soon(query, peer)
+        if not found:
+            return None
+        best = max(found, key=lambda item: item[1].seq)[1]
+        stale = [p for p, rec in found if p is not None and rec.seq < best.seq]
+        if local is None or self.validator.select(key, [local.value, best.envelope]) == 1:
+            self.kad.value_store.put(key_bytes, best.envelope)
+        if stale:
+            async with trio.open_nursery() as nursery:
+                for peer in stale:
+                    nursery.start_soon(self._correct, peer, key_bytes, best.envelope)
+        return best
+
+    def _collect(
+        self, found: list[tuple[ID | None, SignedRecord]], peer: ID | None, key: str, value: bytes
+    ) -> None:
+        try:
+            found.append((peer, self.validator.open(key, value)))
+        except (RecordError, DecodeError) as exc:
+            log.debug("invalid record for %s from %s: %s", key, peer or "local store", exc)
+
+    async def _correct(self, peer: ID, key: bytes, value: bytes) -> None:
+        with trio.move_on_after(self.config.rpc_timeout):
+            await self.kad.value_store._store_at_peer(peer, key, value)
+
+    def _record_key(self, peer_id: bytes) -> str:
+        return DHT_KEY_PREFIX + ID(peer_id).to_base58()
+
+    # -- providers -------------------------------------------------------------
+
+    async def provide(self, capabilities: Iterable[str]) -> list[str]:
+        """Announce this node under each capability and its dotted prefixes, paced
+        below receivers' rate limit.  Returns the keys (capability names) announced."""
+        names = list(dict.fromkeys(p for cap in capabilities for p in capability_prefixes(cap)))
+        async with self._provide_lock:
+            for name in names:
+                await trio.sleep(self._provide_bucket.wait_time(trio.current_time()))
+                self._provide_bucket.try_take(trio.current_time())
+                key = provider_key_string(self.swarm, name)
+                with trio.move_on_after(self.config.lookup_timeout):
+                    await self.kad.provide(key)
+                # Keep upstream's 600 s maintenance loop from re-announcing every key
+                # at once (provider_store._republish_provider_records).
+                mh = self._provider_multihash(name)
+                self.kad.provider_store._last_republish[mh] = time.time()
+        return names
+
+    async def find_providers(self, capability: str, count: int = 20) -> list[PeerInfo]:
+        """Peers announced under ``capability`` (deduplicated; local and remote),
+        never including ourselves.  Stops once ``count`` are known."""
+        mh = self._provider_multihash(capability)
+        me = self.host.get_id()
+        found: dict[ID, PeerInfo] = {
+            info.peer_id: info
+            for info in self.kad.provider_store.get_providers(mh)
+            if info.peer_id != me
+        }
+        peers = await self._closest(mh)
+        async with trio.open_nursery() as nursery:
+
+            async def query(peer: ID) -> None:
+                with trio.move_on_after(self.config.rpc_timeout):
+                    store = self.kad.provider_store
+                    providers, _ = await store._get_providers_from_peer_with_closers(peer, mh)
+                    for info in providers:
+                        if info.peer_id != me and (info.addrs or info.peer_id not in found):
+                            found[info.peer_id] = info
+                    if len(found) >= count:
+                        nursery.cancel_scope.cancel()
+
+            for peer in peers:
+                nursery.start_soon(query, peer)
+        return list(found.values())[:count]
+
+    def _provider_multihash(self, capability: str) -> bytes:
+        # The DHT key of a CID is its multihash: strip the CIDv1 and codec bytes.
+        return provider_key(self.swarm, capability)[2:]
+
+    def stored_record_count(self) -> int:
+        return int(self.kad.get_value_store_size())
+
+
+def peers_from(infos: Sequence[PeerInfo]) -> list[bytes]:
+    return [bytes(i.peer_id.to_bytes()) for i in infos]

@@ -1,0 +1,286 @@
+"""Worker side of ``/llamanet/task/1.0.0``: drives a :class:`TaskSession` over a stream.
+
+One call of :meth:`TaskServer.serve` owns one stream.  It reads frames for as long
+as the stream lives, runs one task at a time through the :class:`TaskExecutor`
+port, and keeps the stream open between tasks so the requester can reuse it.
+
+* ``cancel`` from the requester, a stream reset, or the task's deadline cancels
+  the running backend; the answer is ``error{cancelled}`` or
+  ``error{deadline_exceeded}`` when the stream still works.
+* Garbage bytes or an illegal message get ``error{bad_request}`` (or
+  ``too_large`` for an oversized frame) and the stream is reset; nothing else on
+  the node is affected.
+* A stream that sends no task within ``first_frame_timeout``, or stays idle
+  between tasks for ``idle_timeout``, is closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing, suppress
+from dataclasses import dataclass, field
+from typing import Final, Protocol
+
+import trio
+
+from llamanet.backends.base import Chunk, Completion, TaskRequest
+from llamanet.errors import (
+    TASK_ERROR_CODES,
+    BackendError,
+    LocalProtocolError,
+    RemoteProtocolError,
+    StreamBrokenError,
+)
+from llamanet.protocol.codec import NEED_DATA, encode_frame, encode_message
+from llamanet.protocol.config import SessionConfig
+from llamanet.protocol.messages import (
+    ErrorMessage,
+    Message,
+    TaskAccepted,
+    TaskCancel,
+    TaskChunk,
+    TaskOffer,
+    TaskRejected,
+    TaskResult,
+)
+from llamanet.protocol.peer_ids import Signer, peer_id_to_text
+from llamanet.protocol.receipts import sign_receipt
+from llamanet.protocol.session import TaskSession
+from llamanet.protocol.task_state import Role, TaskState
+
+from .stream import ByteStream
+
+log = logging.getLogger(__name__)
+
+DEFAULT_IDLE_TIMEOUT: Final = 60.0
+DEFAULT_FIRST_FRAME_TIMEOUT: Final = 10.0
+
+
+class Admission(Protocol):
+    """A task the executor agreed to run; holds its concurrency slot until released."""
+
+    @property
+    def request(self) -> TaskRequest: ...
+
+    def run(self) -> AsyncGenerator[Chunk | Completion, None]: ...
+
+    def release(self) -> None: ...
+
+
+class TaskExecutor(Protocol):
+    """The worker's decision and execution port (implemented by node.worker.Worker)."""
+
+    def admit(self, offer: TaskOffer, peer: bytes) -> Admission | TaskRejected:
+        """Accept ``offer`` from ``peer`` (returning a slot) or say why not."""
+        ...
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ServerLimits:
+    session: SessionConfig = field(default_factory=SessionConfig)
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    """Close a stream that carries no task for this long, in seconds."""
+    first_frame_timeout: float = DEFAULT_FIRST_FRAME_TIMEOUT
+    """Close a new stream that sends no complete task within this time, in seconds."""
+
+
+class _Job:
+    """The task running on a stream right now."""
+
+    def __init__(self, offer: TaskOffer, admission: Admission, deadline: float) -> None:
+        self.offer = offer
+        self.admission = admission
+        self.scope = trio.CancelScope(deadline=deadline)
+        self.cancelled_by_requester = False
+
+
+class TaskServer:
+    """Serves task streams for one node."""
+
+    def __init__(
+        self,
+        executor: TaskExecutor,
+        signer: Signer,
+        *,
+        limits: ServerLimits | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._executor = executor
+        self._signer = signer
+        self.limits = limits or ServerLimits()
+        self._clock = clock
+
+    async def serve(self, stream: ByteStream) -> None:
+        """Serve ``stream`` until it ends; never raises for anything the peer does."""
+        await _StreamHandler(self, stream).run()
+
+
+class _StreamHandler:
+    def __init__(self, server: TaskServer, stream: ByteStream) -> None:
+        self.server = server
+        self.stream = stream
+        self.peer_text = peer_id_to_text(stream.peer)
+        self.session = TaskSession(Role.WORKER, config=server.limits.session)
+        self.write_lock = trio.Lock()
+        self.job: _Job | None = None
+        self.read_scope = trio.CancelScope()
+
+    async def run(self) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                await self._read_loop(nursery)
+        except StreamBrokenError as exc:
+            log.debug("task stream from %s broke: %s", self.peer_text, exc)
+        finally:
+            if self.job is not None:
+                self.job.scope.cancel()
+            if self.session.state is TaskState.ERROR:
+                await self.stream.reset()
+            else:
+                await self.stream.close()
+
+    def _arm_idle_timer(self, timeout: float) -> None:
+        self.read_scope.deadline = trio.current_time() + timeout
+
+    async def _read_loop(self, nursery: trio.Nursery) -> None:
+        self._arm_idle_timer(self.server.limits.first_frame_timeout)
+        while True:
+            with self.read_scope:
+                data = await self.stream.read()
+            if self.read_scope.cancelled_caught:
+                log.debug("closing idle task stream from %s", self.peer_text)
+                return
+            self.read_scope = trio.CancelScope(deadline=self.read_scope.deadline)
+            try:
+                self.session.receive_data(data)
+                while (event := self.session.next_event()) is not NEED_DATA:
+                    assert isinstance(event, Message)
+                    await self._on_event(event, nursery)
+            except RemoteProtocolError as exc:
+                await self._refuse(exc)
+                return
+            if not data:
+                # The requester half-closed: the nursery lets a running task finish.
+                return
+
+    async def _on_event(self, event: Message, nursery: trio.Nursery) -> None:
+        if isinstance(event, TaskOffer):
+            await self._on_offer(event, nursery)
+        elif isinstance(event, TaskCancel) and self.job is not None:
+            self.job.cancelled_by_requester = True
+            self.job.scope.cancel()
+
+    async def _on_offer(self, offer: TaskOffer, nursery: trio.Nursery) -> None:
+        self.read_scope.deadline = math.inf
+        wall_now = self.server._clock()
+        remaining = offer.deadline / 1000.0 - wall_now
+        if remaining <= 0:
+            await self._send(TaskRejected(code="deadline_exceeded", msg="deadline already passed"))
+            self._arm_idle_timer(self.server.limits.idle_timeout)
+            return
+        decision = self.server._executor.admit(offer, self.stream.peer)
+        if isinstance(decision, TaskRejected):
+            await self._send(decision)
+            self._arm_idle_timer(self.server.limits.idle_timeout)
+            return
+        self.job = _Job(offer, decision, trio.current_time() + remaining)
+        try:
+            await self._send(TaskAccepted())
+        except BaseException:
+            decision.release()
+            self.job = None
+            raise
+        nursery.start_soon(self._run_job, self.job)
+
+    async def _run_job(self, job: _Job) -> None:
+        completion: Completion | None = None
+        try:
+            with job.scope:
+                async with aclosing(job.admission.run()) as items:
+                    async for item in items:
+                        if completion is not None:
+                            raise BackendError("backend yielded output after its completion")
+                        if isinstance(item, Completion):
+                            completion = item
+                        elif job.offer.stream:
+                            chunk = TaskChunk(seq=self.session.next_chunk_seq, data=item.data)
+                            await self._send_checked(chunk)
+            if job.scope.cancelled_caught or completion is None:
+                await self._send(self._interruption(job, completion))
+            else:
+                await self._send_result(completion)
+        except BackendError as exc:
+            code = exc.code if exc.code in TASK_ERROR_CODES else "backend_error"
+            await self._send(ErrorMessage(code=code, msg=str(exc)[:1000]))
+        except StreamBrokenError:
+            log.debug("requester %s went away during a task", self.peer_text)
+        except Exception:
+            # A bug in a backend must not take the node down: report and go on.
+            log.exception("task %s from %s crashed", job.offer.id.hex(), self.peer_text)
+            await self._send(ErrorMessage(code="internal", msg="the worker failed unexpectedly"))
+        finally:
+            job.admission.release()
+            self.job = None
+            self._arm_idle_timer(self.server.limits.idle_timeout)
+
+    def _interruption(self, job: _Job, completion: Completion | None) -> ErrorMessage:
+        if job.cancelled_by_requester:
+            return ErrorMessage(code="cancelled", msg="cancelled by the requester")
+        if job.scope.cancelled_caught:
+            return ErrorMessage(code="deadline_exceeded", msg="task deadline passed")
+        return ErrorMessage(code="internal", msg="backend ended without a result")
+
+    async def _send_result(self, completion: Completion) -> None:
+        assert self.session.task_body is not None
+        receipt = sign_receipt(
+            self.server._signer,
+            self.session.task_body,
+            completion.output,
+            completion.model_digest,
+            int(self.server._clock() * 1000),
+        )
+        await self._send_checked(
+            TaskResult(
+                output=completion.output,
+                receipt=receipt,
+                usage=dict(completion.usage),
+                model_digest=completion.model_digest,
+            )
+        )
+
+    async def _send_checked(self, msg: Message) -> None:
+        """Send a message whose size depends on the backend; too big becomes an error."""
+        try:
+            size = len(encode_message(msg))
+        except LocalProtocolError as exc:
+            raise BackendError(f"output cannot be encoded: {exc}") from exc
+        limit = self.server.limits.session.max_frame_size
+        if size > limit:
+            err = BackendError(
+                f"{msg.wire_type} of {size} bytes exceeds the {limit}-byte frame limit"
+            )
+            err.code = "too_large"
+            raise err
+        await self._send(msg)
+
+    async def _send(self, msg: Message) -> None:
+        async with self.write_lock:
+            await self.stream.write(self.session.send(msg))
+
+    async def _refuse(self, exc: RemoteProtocolError) -> None:
+        log.info("bad task stream from %s: %s", self.peer_text, exc)
+        if self.job is not None:
+            self.job.scope.cancel()
+        # Answer outside the state machine: the session is poisoned, the stream ends.
+        with trio.move_on_after(1):
+            with suppress(StreamBrokenError):
+                await self.stream.write(_error_frame(exc.code, str(exc)))
+
+
+def _error_frame(code: str, msg: str) -> bytes:
+    return encode_frame(
+        ErrorMessage(code=code if code in TASK_ERROR_CODES else "bad_request", msg=msg[:1000])
+    )

@@ -1,0 +1,1 @@
+"""Local control API of a running node (server) and the CLI client for it."""

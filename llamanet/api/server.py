@@ -1,0 +1,337 @@
+"""The node's local control API: Starlette on Hypercorn's trio worker, loopback only.
+
+Every route needs ``Authorization: Bearer <token>``; the token and address are in
+``$LLAMANET_HOME/api.json`` (mode 0600), which only the node's user can read.
+No CORS headers are sent, so web pages cannot read the API from a browser.
+
+Routes (JSON unless noted)::
+
+    GET  /v1/status                node status
+    GET  /v1/peers                 known peers with their verified records
+    GET  /v1/record                this node's current signed record
+    GET  /v1/find?cap=C[&limit=N][&timeout=S]   verified records offering C
+    POST /v1/ask  {cap, input, stream?, params?, timeout?, peer?}
+                                   the answer; with "stream": true an NDJSON
+                                   stream of {"event": "chunk"|"result"|"error"}
+    POST /v1/connect {addr}        dial a peer and add it to the DHT
+
+Errors are ``{"error": {"type", "message", "code"?}}`` with a matching status.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import os
+import secrets
+import stat
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from llamanet.errors import (
+    ConfigError,
+    LlamanetError,
+    LocalProtocolError,
+    NoCandidatesError,
+    NodeClosedError,
+    RequestTimeoutError,
+    TaskError,
+    TransportError,
+)
+from llamanet.node.node import Answer, Node
+from llamanet.protocol.peer_ids import peer_id_to_text
+
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus
+
+log = logging.getLogger(__name__)
+
+MAX_BODY: Final = 8 * 1024 * 1024
+MAX_TIMEOUT: Final = 3600.0
+
+
+def jsonable(value: Any) -> Any:
+    """msgpack values as JSON: bytes become ``{"$bytes": base64}``."""
+    if isinstance(value, bytes):
+        return {"$bytes": base64.b64encode(value).decode("ascii")}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    return value
+
+
+def answer_json(answer: Answer) -> dict[str, Any]:
+    return {
+        "output": jsonable(answer.output),
+        "peer": answer.peer,
+        "capability": answer.capability,
+        "usage": dict(answer.usage),
+        "model_digest": answer.model_digest,
+        "receipt": {
+            "time_ms": answer.receipt.time_ms,
+            "signature": base64.b64encode(answer.receipt.signature).decode(),
+        },
+        "elapsed_ms": round(answer.elapsed_ms, 3),
+        "attempts": [{"peer": p, "error": e} for p, e in answer.attempts],
+    }
+
+
+def error_json(exc: Exception) -> dict[str, Any]:
+    body: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc)}
+    if isinstance(exc, TaskError):
+        body["code"] = exc.code
+        body["peer"] = exc.peer_id
+    return {"error": body}
+
+
+def _status_for(exc: Exception) -> int:
+    if isinstance(exc, LocalProtocolError | ConfigError | ValueError):
+        return 400
+    if isinstance(exc, NoCandidatesError):
+        return 404
+    if isinstance(exc, RequestTimeoutError):
+        return 504
+    if isinstance(exc, NodeClosedError):
+        return 503
+    if isinstance(exc, TaskError | TransportError):
+        return 502
+    return 500
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _timeout(value: Any, default: float) -> float:
+    if value is None:
+        return default
+    try:
+        timeout = float(value)
+    except (TypeError, ValueError):
+        raise ApiError(400, "timeout must be a number of seconds") from None
+    if not 0 < timeout <= MAX_TIMEOUT:
+        raise ApiError(400, f"timeout must be in (0, {MAX_TIMEOUT:.0f}] seconds")
+    return timeout
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise ApiError(413, f"request body over {MAX_BODY} bytes")
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError:
+        raise ApiError(400, "request body is not JSON") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "request body must be a JSON object")
+    return body
+
+
+class _NdjsonAsk(Response):
+    """Streams an ask as NDJSON; cancels the task when the client goes away."""
+
+    media_type = "application/x-ndjson"
+
+    def __init__(self, node: Node, args: dict[str, Any]) -> None:
+        # No super().__init__: it would add "content-length: 0" for the empty body.
+        self.status_code = 200
+        self.background = None
+        self.raw_headers = [(b"content-type", self.media_type.encode())]
+        self.node = node
+        self.args = args
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        send_events, events = trio.open_memory_channel[dict[str, Any]](64)
+
+        async def produce() -> None:
+            async with send_events:
+
+                async def on_chunk(data: Any) -> None:
+                    await send_events.send({"event": "chunk", "data": jsonable(data)})
+
+                try:
+                    answer = await self.node.ask(**self.args, stream=True, on_chunk=on_chunk)
+                    await send_events.send({"event": "result", **answer_json(answer)})
+                except LlamanetError as exc:
+                    await send_events.send({"event": "error", **error_json(exc)})
+
+        async def watch_disconnect(cancel: trio.CancelScope) -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            cancel.cancel()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(produce)
+            nursery.start_soon(watch_disconnect, nursery.cancel_scope)
+            async with events:
+                async for event in events:
+                    line = json.dumps(event).encode() + b"\n"
+                    await send({"type": "http.response.body", "body": line, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            nursery.cancel_scope.cancel()
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def build_app(node: Node, token: str) -> Starlette:
+    """The ASGI app for ``node``, requiring ``token``."""
+    expected = f"Bearer {token}".encode()
+
+    def guarded(handler: Handler) -> Handler:
+        async def endpoint(request: Request) -> Response:
+            given = request.headers.get("authorization", "").encode()
+            if not secrets.compare_digest(given, expected):
+                return JSONResponse(
+                    {"error": {"type": "Unauthorized", "message": "missing or wrong API token"}},
+                    status_code=401,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+            try:
+                return await handler(request)
+            except ApiError as exc:
+                return JSONResponse(
+                    {"error": {"type": "BadRequest", "message": str(exc)}}, status_code=exc.status
+                )
+            except (LlamanetError, ValueError) as exc:
+                return JSONResponse(error_json(exc), status_code=_status_for(exc))
+
+        return endpoint
+
+    async def status(request: Request) -> Response:
+        return JSONResponse(node.status())
+
+    async def peers(request: Request) -> Response:
+        return JSONResponse(node.peers())
+
+    async def record(request: Request) -> Response:
+        signed = node.record
+        rec = signed.record.to_wire()
+        rec["peer"] = peer_id_to_text(signed.peer)
+        rec["addrs"] = [str(a) for a in node.addrs()]
+        rec["pow"] = signed.record.pow.hex()
+        return JSONResponse(
+            {"record": rec, "envelope": base64.b64encode(signed.envelope).decode("ascii")}
+        )
+
+    async def find(request: Request) -> Response:
+        cap = request.query_params.get("cap")
+        if not cap:
+            raise ApiError(400, "query parameter 'cap' is required")
+        try:
+            limit = int(request.query_params.get("limit", "20"))
+        except ValueError:
+            raise ApiError(400, "limit must be an integer") from None
+        timeout = _timeout(request.query_params.get("timeout"), 10.0)
+        records = await node.find(cap, limit=max(1, min(limit, 100)), timeout=timeout)
+        now = node.clock()
+        return JSONResponse(
+            [
+                {
+                    "peer_id": r.record.peer_text,
+                    "capabilities": list(r.record.caps),
+                    "models": [m.to_wire() for m in r.record.models],
+                    "load": r.record.load,
+                    "perf": dict(r.record.perf),
+                    "price": r.record.price,
+                    "record_seq": r.seq,
+                    "record_expires_in": round(r.record.exp - now),
+                }
+                for r in records
+            ]
+        )
+
+    async def ask(request: Request) -> Response:
+        body = await _json_body(request)
+        cap = body.get("cap")
+        if not isinstance(cap, str):
+            raise ApiError(400, "'cap' (a capability name) is required")
+        params = body.get("params") or {}
+        if not isinstance(params, dict):
+            raise ApiError(400, "'params' must be an object")
+        peer = body.get("peer")
+        if peer is not None and not isinstance(peer, str):
+            raise ApiError(400, "'peer' must be a peer ID")
+        args: dict[str, Any] = {
+            "capability": cap,
+            "input": body.get("input"),
+            "params": params,
+            "timeout": _timeout(body.get("timeout"), 30.0),
+            "peer": peer,
+        }
+        if body.get("stream"):
+            return _NdjsonAsk(node, args)
+        answer = await node.ask(**args)
+        return JSONResponse(answer_json(answer))
+
+    async def connect(request: Request) -> Response:
+        body = await _json_body(request)
+        addr = body.get("addr")
+        if not isinstance(addr, str):
+            raise ApiError(400, "'addr' (a multiaddr with /p2p/<id>) is required")
+        peer = await node.connect(addr)
+        return JSONResponse({"peer_id": peer_id_to_text(peer) if peer else None})
+
+    routes = [
+        Route("/v1/status", guarded(status), methods=["GET"]),
+        Route("/v1/peers", guarded(peers), methods=["GET"]),
+        Route("/v1/record", guarded(record), methods=["GET"]),
+        Route("/v1/find", guarded(find), methods=["GET"]),
+        Route("/v1/ask", guarded(ask), methods=["POST"]),
+        Route("/v1/connect", guarded(connect), methods=["POST"]),
+    ]
+    return Starlette(routes=routes)
+
+
+def write_api_file(path: Path, url: str, token: str, peer_id: str) -> None:
+    """Write ``api.json`` atomically with mode 0600."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    data = json.dumps({"url": url, "token": token, "pid": os.getpid(), "peer_id": peer_id})
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, stat.S_IRUSR | stat.S_IWUSR)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+
+
+def remove_api_file(path: Path) -> None:
+    """Remove ``api.json`` if it is still ours (another daemon may have replaced it)."""
+    with contextlib.suppress(OSError, ValueError):
+        if json.loads(path.read_text()).get("pid") == os.getpid():
+            path.unlink()
+
+
+async def serve_api(node: Node, *, task_status: TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve the API until cancelled; ``started`` with its URL once api.json exists."""
+    token = secrets.token_urlsafe(32)
+    config = HypercornConfig()
+    config.bind = [f"{node.config.api_host}:{node.config.api_port}"]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("llamanet.api.http")
+    config.graceful_timeout = 1.0
+    app = build_app(node, token)
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(serve, app, config)
+        url = binds[0]
+        node.api_url = url
+        write_api_file(node.config.api_file, url, token, node.peer_id_text)
+        try:
+            task_status.started(url)
+            await trio.sleep_forever()
+        finally:
+            remove_api_file(node.config.api_file)

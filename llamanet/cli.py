@@ -1,0 +1,366 @@
+"""The ``llamanet`` command.
+
+``llamanet node`` runs the daemon; every other sub-command talks to the daemon of
+``--home`` (or ``$LLAMANET_HOME``) through its local API, except ``id``, which
+only reads the identity file.  Read commands print tables for people and take
+``--json`` for programs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import trio
+
+from llamanet import __version__
+from llamanet.api.client import ApiClient
+from llamanet.backends.builtin import BUILTIN_SKILLS
+from llamanet.errors import LlamanetError
+from llamanet.node.config import LOG_LEVELS, NodeConfig, default_home, load_config
+from llamanet.trust.keys import load_or_create_identity
+
+log = logging.getLogger("llamanet")
+
+EPILOG = """\
+examples:
+  llamanet node --listen /ip4/127.0.0.1/tcp/0 --no-mdns --skills math.eval
+  llamanet find math.eval
+  llamanet ask math.eval "2*(3+4)"
+  llamanet ask text.echo "hi" --stream
+  llamanet status --json
+"""
+
+
+# -- output helpers ----------------------------------------------------------------
+
+
+def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
+    if not rows:
+        return "(none)"
+    cells = [[_cell(row.get(key)) for key, _ in columns] for row in rows]
+    widths = [max(len(title), *(len(r[i]) for r in cells)) for i, (_, title) in enumerate(columns)]
+    lines = ["  ".join(title.ljust(w) for (_, title), w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value) or "-"
+    return str(value)
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, sort_keys=True))
+
+
+def _print_output(output: Any) -> None:
+    if isinstance(output, str):
+        print(output)
+    else:
+        print(json.dumps(output, sort_keys=True))
+
+
+# -- sub-commands --------------------------------------------------------------------
+
+
+def cmd_id(args: argparse.Namespace) -> int:
+    identity = load_or_create_identity(args.home)
+    if args.json:
+        _print_json({"peer_id": identity.peer_id_text})
+    else:
+        print(identity.peer_id_text)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with ApiClient(args.home) as api:
+        status = api.get("/v1/status")
+    if args.json:
+        _print_json(status)
+        return 0
+    order = [
+        "peer_id", "version", "swarm", "capabilities", "models", "dht_peers", "connected_peers",
+        "known_records", "tasks_running", "tasks_served", "tasks_rejected", "tasks_sent",
+        "records_rejected", "record_seq", "record_expires_in", "uptime_s", "api",
+    ]  # fmt: skip
+    width = max(len(k) for k in order)
+    for key in order:
+        value = status.get(key)
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
+            value = ", ".join(m.get("name", "?") for m in value)
+        print(f"{key.ljust(width)}  {_cell(value)}")
+    for addr in status.get("addrs", []):
+        print(f"{'addr'.ljust(width)}  {addr}")
+    return 0
+
+
+def cmd_peers(args: argparse.Namespace) -> int:
+    with ApiClient(args.home) as api:
+        peers = api.get("/v1/peers")
+    if args.json:
+        _print_json(peers)
+        return 0
+    print(
+        _table(
+            peers,
+            [
+                ("peer_id", "PEER"),
+                ("connected", "CONNECTED"),
+                ("in_routing_table", "DHT"),
+                ("capabilities", "CAPABILITIES"),
+                ("load", "LOAD"),
+                ("record_expires_in", "RECORD TTL"),
+                ("source", "VIA"),
+            ],
+        )
+    )
+    return 0
+
+
+def cmd_find(args: argparse.Namespace) -> int:
+    with ApiClient(args.home) as api:
+        found = api.get("/v1/find", cap=args.capability, timeout=args.timeout, limit=args.limit)
+    if args.json:
+        _print_json(found)
+        return 0
+    for row in found:
+        row["models"] = [m["name"] for m in row.get("models", [])]
+    print(
+        _table(
+            found,
+            [
+                ("peer_id", "PEER"),
+                ("capabilities", "CAPABILITIES"),
+                ("models", "MODELS"),
+                ("load", "LOAD"),
+                ("record_expires_in", "RECORD TTL"),
+            ],
+        )
+    )
+    return 0 if found else 1
+
+
+def _parse_input(args: argparse.Namespace) -> Any:
+    if args.input_json:
+        try:
+            return json.loads(args.input)
+        except ValueError as exc:
+            raise LlamanetError(f"--input-json: INPUT is not JSON: {exc}") from exc
+    return args.input
+
+
+def _parse_params(pairs: Sequence[str]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise LlamanetError(f"--param expects KEY=VALUE, got {pair!r}")
+        try:
+            params[key] = json.loads(raw)
+        except ValueError:
+            params[key] = raw
+    return params
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    body = {
+        "cap": args.capability,
+        "input": _parse_input(args),
+        "params": _parse_params(args.param),
+        "timeout": args.timeout,
+        "peer": args.peer,
+        "stream": args.stream,
+    }
+    with ApiClient(args.home, timeout=args.timeout + 10) as api:
+        if not args.stream:
+            answer = api.post("/v1/ask", body)
+            if args.json:
+                _print_json(answer)
+            else:
+                _print_output(answer["output"])
+                _by(answer)
+            return 0
+        for event in api.stream("/v1/ask", body):
+            if args.json:
+                print(json.dumps(event, sort_keys=True), flush=True)
+            elif event["event"] == "chunk":
+                data = event["data"]
+                sys.stdout.write(data if isinstance(data, str) else json.dumps(data))
+                sys.stdout.flush()
+            elif event["event"] == "result":
+                print()
+                _by(event)
+            if event["event"] == "error":
+                err = event["error"]
+                raise LlamanetError(f"{err['type']}: {err['message']}")
+    return 0
+
+
+def _by(answer: dict[str, Any]) -> None:
+    print(
+        f"— {answer['capability']} by {answer['peer']} in {answer['elapsed_ms']:.1f} ms",
+        file=sys.stderr,
+    )
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # py-libp2p is chatty at INFO; its warnings still come through.
+    if level != "debug":
+        logging.getLogger("libp2p").setLevel(logging.WARNING)
+        logging.getLogger("llamanet.api.http").setLevel(logging.WARNING)
+
+
+def node_config_from(args: argparse.Namespace) -> NodeConfig:
+    config = load_config(args.home, args.config)
+    skills: tuple[str, ...] | None = None
+    if args.skills:
+        skills = tuple(s.strip() for item in args.skills for s in item.split(",") if s.strip())
+    return config.with_overrides(
+        listen=tuple(args.listen) if args.listen else None,
+        bootstrap=config.bootstrap + tuple(args.bootstrap) if args.bootstrap else None,
+        bootstrap_file=args.bootstrap_file,
+        mdns=False if args.no_mdns else None,
+        skills=skills,
+        swarm=args.swarm,
+        pow_difficulty=args.pow_difficulty,
+        api_port=args.api_port,
+        log_level=args.log_level,
+    )
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    from llamanet.node.daemon import run_daemon
+
+    config = node_config_from(args)
+    _setup_logging(config.log_level)
+    trio.run(run_daemon, config)
+    return 0
+
+
+# -- argument parsing ------------------------------------------------------------------
+
+
+def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    # Accepted both before and after the sub-command; the sub-command's copy only
+    # overrides when given (SUPPRESS).
+    default = None if top else argparse.SUPPRESS
+    parser.add_argument(
+        "--home",
+        type=Path,
+        default=default,
+        help="node home directory (default: $LLAMANET_HOME or the platform data dir)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        default=False if top else argparse.SUPPRESS,
+        help="machine-readable output",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llamanet",
+        description="A peer-to-peer network of LLM agent nodes.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"llamanet {__version__}")
+    _common(parser, top=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    skills_help = "; ".join(f"{name}: {desc}" for name, desc in BUILTIN_SKILLS.items())
+    node = sub.add_parser(
+        "node",
+        help="run a node daemon",
+        description="Run a node: join the DHT, publish a signed capability record, serve "
+        "tasks, and expose the local API used by the other commands.",
+    )
+    _common(node, top=False)
+    node.add_argument(
+        "--listen", action="append", metavar="MULTIADDR", help="listen address (repeatable)"
+    )
+    node.add_argument(
+        "--bootstrap", action="append", metavar="MULTIADDR", help="bootstrap peer (repeatable)"
+    )
+    node.add_argument("--bootstrap-file", type=Path, help="bootstrap peers TOML file")
+    node.add_argument("--no-mdns", action="store_true", help="do not use mDNS on the LAN")
+    node.add_argument(
+        "--skills",
+        action="append",
+        metavar="LIST",
+        help=f"built-in skills to serve, comma-separated (default: all) — {skills_help}",
+    )
+    node.add_argument("--swarm", help="swarm name (default: main)")
+    node.add_argument("--pow-difficulty", type=int, help="proof-of-work bits for identities")
+    node.add_argument("--api-port", type=int, help="local API port (default: any free port)")
+    node.add_argument("--config", type=Path, help="config file (default: HOME/config.toml)")
+    node.add_argument("--log-level", choices=LOG_LEVELS, help="log verbosity (default: info)")
+    node.set_defaults(func=cmd_node)
+
+    ident = sub.add_parser("id", help="print this node's peer ID")
+    _common(ident, top=False)
+    ident.set_defaults(func=cmd_id)
+
+    status = sub.add_parser("status", help="show the daemon's status")
+    _common(status, top=False)
+    status.set_defaults(func=cmd_status)
+
+    peers = sub.add_parser("peers", help="list known peers")
+    _common(peers, top=False)
+    peers.set_defaults(func=cmd_peers)
+
+    find = sub.add_parser("find", help="find verified peers offering a capability")
+    _common(find, top=False)
+    find.add_argument("capability", help="capability name, e.g. math.eval or text")
+    find.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
+    find.add_argument("--limit", type=int, default=20, help="at most this many peers")
+    find.set_defaults(func=cmd_find)
+
+    ask = sub.add_parser("ask", help="run a task on a peer that offers the capability")
+    _common(ask, top=False)
+    ask.add_argument("capability", help="capability name, e.g. math.eval")
+    ask.add_argument("input", help="task input (a string; see --input-json)")
+    ask.add_argument("--stream", action="store_true", help="print output as it streams")
+    ask.add_argument("--input-json", action="store_true", help="parse INPUT as JSON")
+    ask.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
+    ask.add_argument("--peer", help="send to this peer ID only")
+    ask.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30)")
+    ask.set_defaults(func=cmd_ask)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.home is None:
+        args.home = default_home()
+    args.home = args.home.expanduser()
+    try:
+        code = args.func(args)
+    except LlamanetError as exc:
+        print(f"llamanet: error: {exc}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)

@@ -1,0 +1,1 @@
+"""See the module docstrings; this package re-exports nothing."""

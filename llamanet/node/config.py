@@ -1,0 +1,171 @@
+"""Node configuration: one frozen dataclass, from defaults, ``config.toml`` and flags.
+
+Precedence, lowest first: the defaults below, ``$LLAMANET_HOME/config.toml`` (or
+the file given with ``--config``), then command-line flags.  Unknown keys are an
+error that names the key, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Final
+
+import platformdirs
+
+from llamanet.errors import ConfigError, LocalProtocolError
+from llamanet.protocol.capabilities import validate_capability, validate_swarm_name
+from llamanet.protocol.codec import DEFAULT_MAX_FRAME_SIZE
+from llamanet.protocol.config import DEFAULT_POW_DIFFICULTY, MAX_POW_DIFFICULTY
+
+from .worker import (
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_MAX_DEPTH,
+    DEFAULT_MAX_INPUT_BYTES,
+    DEFAULT_MAX_TASKS_PER_PEER,
+)
+
+DEFAULT_LISTEN: Final = ("/ip4/0.0.0.0/tcp/4101",)
+DEFAULT_SWARM: Final = "main"
+DEFAULT_RECORD_TTL: Final = 3600.0
+DEFAULT_REFRESH_INTERVAL: Final = 300.0
+DEFAULT_API_HOST: Final = "127.0.0.1"
+CONFIG_FILENAME: Final = "config.toml"
+REPO_BOOTSTRAP_FILE: Final = Path(__file__).resolve().parents[2] / "bootstrap_peers.toml"
+LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+
+
+def default_home() -> Path:
+    """``$LLAMANET_HOME``, else the platform's user data directory for llamanet."""
+    env = os.environ.get("LLAMANET_HOME")
+    if env:
+        return Path(env).expanduser()
+    return Path(platformdirs.user_data_dir("llamanet", appauthor=False))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NodeConfig:
+    home: Path = field(default_factory=default_home)
+    """Identity, config, api.json and state live here."""
+    listen: tuple[str, ...] = DEFAULT_LISTEN
+    """Multiaddrs to listen on; ``/tcp/0`` picks a free port."""
+    bootstrap: tuple[str, ...] = ()
+    """Extra bootstrap peers (multiaddrs with ``/p2p/<id>``), on top of the file."""
+    bootstrap_file: Path | None = None
+    """Defaults to ``$home/bootstrap_peers.toml`` if present, else the shipped file."""
+    mdns: bool = True
+    """Find peers on the LAN by mDNS (turned off by tests; see the LAN issue)."""
+    skills: tuple[str, ...] | None = None
+    """Built-in skills to serve; ``None`` serves all of them."""
+    swarm: str = DEFAULT_SWARM
+    """Swarm name: part of every provider key, so swarms do not see each other."""
+    pow_difficulty: int = DEFAULT_POW_DIFFICULTY
+    """Proof-of-work bits required of identities in this swarm."""
+    record_ttl: float = DEFAULT_RECORD_TTL
+    """Lifetime of our signed record; republished at half-life."""
+    refresh_interval: float = DEFAULT_REFRESH_INTERVAL
+    """How often the routing table is refreshed (and bootstrap retried if empty)."""
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+    max_tasks_per_peer: int = DEFAULT_MAX_TASKS_PER_PEER
+    max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES
+    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
+    max_depth: int = DEFAULT_MAX_DEPTH
+    max_streams_per_peer: int = 64
+    """Open inbound task streams one peer may hold; more are reset at once."""
+    stream_idle_timeout: float = 60.0
+    """Inbound task streams with no task for this long are closed."""
+    api_host: str = DEFAULT_API_HOST
+    api_port: int = 0
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        try:
+            validate_swarm_name(self.swarm)
+            for skill in self.skills or ():
+                validate_capability(skill)
+        except LocalProtocolError as exc:
+            raise ConfigError(str(exc)) from exc
+        if not self.listen:
+            raise ConfigError("at least one listen address is required")
+        if not 0 <= self.pow_difficulty <= MAX_POW_DIFFICULTY:
+            raise ConfigError(f"pow_difficulty must be in 0..{MAX_POW_DIFFICULTY}")
+        if not 60 <= self.record_ttl <= 86400:
+            raise ConfigError("record_ttl must be between 60 s and 24 h")
+        positive = (
+            "max_concurrency",
+            "max_tasks_per_peer",
+            "max_input_bytes",
+            "max_frame_size",
+            "max_streams_per_peer",
+            "refresh_interval",
+            "stream_idle_timeout",
+        )
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive")
+        if self.max_input_bytes > self.max_frame_size:
+            raise ConfigError("max_input_bytes cannot exceed max_frame_size")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+        if not 0 <= self.api_port <= 65535:
+            raise ConfigError("api_port must be a TCP port number")
+
+    @property
+    def identity_path(self) -> Path:
+        return self.home / "identity.key"
+
+    @property
+    def api_file(self) -> Path:
+        return self.home / "api.json"
+
+    def resolved_bootstrap_file(self) -> Path | None:
+        if self.bootstrap_file is not None:
+            return self.bootstrap_file
+        own = self.home / "bootstrap_peers.toml"
+        if own.exists():
+            return own
+        return REPO_BOOTSTRAP_FILE if REPO_BOOTSTRAP_FILE.exists() else None
+
+    def with_overrides(self, **overrides: Any) -> NodeConfig:
+        """A copy with the given fields replaced; ``None`` values are ignored."""
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+_FILE_KEYS: Final = {f.name for f in fields(NodeConfig)} - {"home"}
+
+
+def load_config(home: Path, config_file: Path | None = None) -> NodeConfig:
+    """Defaults overlaid with ``config_file`` (or ``home/config.toml`` if it exists)."""
+    path = config_file or home / CONFIG_FILENAME
+    base = NodeConfig(home=home)
+    if config_file is None and not path.exists():
+        return base
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    unknown = set(data) - _FILE_KEYS
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown setting {sorted(unknown)[0]!r} "
+            f"(known: {', '.join(sorted(_FILE_KEYS))})"
+        )
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in ("listen", "bootstrap", "skills"):
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{path}: {key} must be a list of strings")
+            value = tuple(value)
+        elif key == "bootstrap_file":
+            value = Path(value).expanduser()
+        values[key] = value
+    try:
+        return replace(base, **values)
+    except TypeError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc

@@ -1,0 +1,659 @@
+"""A running llamanet node: composes identity, host, DHT, worker and client.
+
+::
+
+    async with open_node(NodeConfig(home=...)) as node:
+        records = await node.find("math.eval")
+        answer = await node.ask("math.eval", "2*(3+4)")
+
+One trio nursery owns everything the node starts; leaving the ``async with``
+cancels it, closes pooled streams and shuts the libp2p host down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+import multiaddr
+import trio
+from libp2p.abc import INetConn, INetStream, INetwork, INotifee
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo
+
+from llamanet.adapters.caps import CapsServer, fetch_record_bytes
+from llamanet.adapters.dht import CapsValidator, LlamanetDHT
+from llamanet.adapters.libp2p_host import (
+    CAPS_PROTOCOL,
+    NETWORK_ERRORS,
+    TASK_PROTOCOL,
+    Libp2pByteStream,
+    build_host,
+    open_stream,
+    peer_of,
+)
+from llamanet.adapters.stream import ByteStream
+from llamanet.adapters.task_client import StreamPool, TaskClient
+from llamanet.adapters.task_server import ServerLimits, TaskServer
+from llamanet.backends.base import Backend
+from llamanet.backends.builtin import BuiltinBackend
+from llamanet.discovery.bootstrap import BootstrapPeer, parse_bootstrap_file, parse_peer_addr
+from llamanet.discovery.registry import Registry
+from llamanet.errors import (
+    ConfigError,
+    LocalProtocolError,
+    NoCandidatesError,
+    NodeClosedError,
+    PeerUnreachableError,
+    RecordError,
+    RemoteProtocolError,
+    TaskFailedError,
+    TaskRejectedError,
+    TransportError,
+)
+from llamanet.orchestrator.selection import rank_candidates
+from llamanet.protocol.capabilities import validate_capability
+from llamanet.protocol.config import RecordPolicy, SessionConfig
+from llamanet.protocol.messages import Message, Receipt, TaskChunk, TaskOffer
+from llamanet.protocol.peer_ids import peer_id_from_text, peer_id_to_text
+from llamanet.protocol.pow import check_pow, solve_pow
+from llamanet.protocol.records import CapabilityRecord, SignedRecord, open_record, seal_record
+from llamanet.trust.keys import Identity, load_or_create_identity
+
+from .config import NodeConfig
+from .worker import Worker, WorkerLimits
+
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus
+
+log = logging.getLogger(__name__)
+
+POW_CACHE_FILENAME: Final = "identity.pow"
+ADDRESS_TTL: Final = 3600
+FIND_FETCH_TIMEOUT: Final = 5.0
+BOOTSTRAP_TIMEOUT: Final = 5.0
+
+ChunkCallback = Callable[[Any], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What :meth:`Node.ask` returns: the output and who produced it, with proof."""
+
+    output: Any
+    peer: str
+    capability: str
+    usage: Mapping[str, float]
+    model_digest: str
+    receipt: Receipt
+    elapsed_ms: float
+    attempts: list[tuple[str, str]] = field(default_factory=list)
+    """``(peer, error)`` for candidates that failed before this one answered."""
+
+
+class _ConnectionWatcher(INotifee):
+    """Forwards new connections to the node; never blocks libp2p's event path."""
+
+    def __init__(self, channel: trio.MemorySendChannel[bytes]) -> None:
+        self._channel = channel
+
+    async def connected(self, network: INetwork, conn: INetConn) -> None:
+        # A full channel drops the event: the maintenance loop's refresh catches up.
+        with contextlib.suppress(
+            trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError
+        ):
+            self._channel.send_nowait(bytes(conn.muxed_conn.peer_id.to_bytes()))
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        return None
+
+    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
+        return None
+
+    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
+        return None
+
+    async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        return None
+
+    async def listen_close(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        return None
+
+
+class Node:
+    """Use :func:`open_node`; a ``Node`` is only usable while that context is open."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        backends: Sequence[Backend] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.identity: Identity = load_or_create_identity(config.home)
+        self.policy = RecordPolicy(pow_difficulty=config.pow_difficulty)
+        self.worker = Worker(
+            backends if backends is not None else [BuiltinBackend(config.skills)],
+            WorkerLimits(
+                max_concurrency=config.max_concurrency,
+                max_tasks_per_peer=config.max_tasks_per_peer,
+                max_input_bytes=config.max_input_bytes,
+                max_depth=config.max_depth,
+            ),
+            clock=clock,
+        )
+        self.registry = Registry()
+        self.validator = CapsValidator(self.policy, clock)
+        self.rejected_records: Counter[str] = self.validator.rejections
+        try:
+            self._listen = [multiaddr.Multiaddr(a) for a in config.listen]
+        except Exception as exc:  # multiaddr raises assorted types for bad text
+            raise ConfigError(f"invalid listen address: {exc}") from exc
+        self.host = build_host(self.identity, self._listen)
+        self.dht = LlamanetDHT(self.host, self.validator, swarm=config.swarm)
+        session = SessionConfig(max_frame_size=config.max_frame_size)
+        self.pool = StreamPool(self._open_task_stream, session_config=session)
+        self.client = TaskClient(self.pool, clock=clock)
+        self.task_server = TaskServer(
+            self.worker,
+            self.identity,
+            limits=ServerLimits(session=session, idle_timeout=config.stream_idle_timeout),
+            clock=clock,
+        )
+        self.caps_server = CapsServer(self._current_envelope)
+        self.host.set_stream_handler(TASK_PROTOCOL, self._on_task_stream)
+        self.host.set_stream_handler(CAPS_PROTOCOL, self._on_caps_stream)
+        self._inbound_streams: Counter[bytes] = Counter()
+        self._record: SignedRecord | None = None
+        self._pow_nonce = b""
+        self._running = False
+        self.started_at = 0.0
+        self.bootstrap_peers: list[BootstrapPeer] = []
+        self.tasks_sent: Counter[str] = Counter()
+        self.api_url: str | None = None
+
+    # -- identity and record ----------------------------------------------------
+
+    @property
+    def peer_id(self) -> bytes:
+        return self.identity.peer_id
+
+    @property
+    def peer_id_text(self) -> str:
+        return self.identity.peer_id_text
+
+    @property
+    def record(self) -> SignedRecord:
+        if self._record is None:
+            raise NodeClosedError("the node has not published a record yet")
+        return self._record
+
+    def _current_envelope(self) -> bytes:
+        return self.record.envelope
+
+    def addrs(self) -> list[str]:
+        """Dialable addresses, each ending in ``/p2p/<our id>``."""
+        return [str(a) for a in self.host.get_addrs()]
+
+    def _transport_addrs(self) -> list[multiaddr.Multiaddr]:
+        out = []
+        for addr in self.host.get_addrs():
+            text = str(addr).rsplit("/p2p/", 1)[0]
+            out.append(multiaddr.Multiaddr(text))
+        return out
+
+    async def _proof_of_work(self) -> bytes:
+        """Our nonce for the swarm's difficulty, cached beside the identity."""
+        path = self.config.home / POW_CACHE_FILENAME
+        difficulty = self.config.pow_difficulty
+        try:
+            cached = json.loads(path.read_text())
+            nonce = bytes.fromhex(cached["nonce"])
+            if cached.get("peer") == self.peer_id_text and check_pow(
+                self.peer_id, nonce, difficulty
+            ):
+                return nonce
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        started = time.perf_counter()
+        found = await trio.to_thread.run_sync(solve_pow, self.peer_id, difficulty)
+        assert found is not None
+        log.info(
+            "proof of work for %d bits found in %.2f s", difficulty, time.perf_counter() - started
+        )
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(
+            json.dumps({"peer": self.peer_id_text, "difficulty": difficulty, "nonce": found.hex()})
+        )
+        os.replace(tmp, path)
+        return found
+
+    def _sign_record(self) -> SignedRecord:
+        now = self.clock()
+        previous = self._record.seq if self._record else 0
+        p50 = self._p50_ms()
+        record = CapabilityRecord(
+            peer=self.peer_id,
+            seq=max(int(now * 1000), previous + 1),
+            iat=int(now),
+            exp=int(now + self.config.record_ttl),
+            caps=tuple(self.worker.capabilities()),
+            addrs=tuple(a.to_bytes() for a in self._transport_addrs()[:16]),
+            models=tuple(self.worker.models()),
+            perf={"p50_ms": p50} if p50 else {},
+            load=self.worker.load,
+            limits={
+                "max_concurrency": self.config.max_concurrency,
+                "max_input_bytes": self.config.max_input_bytes,
+            },
+            price=0.0,
+            pow=self._pow_nonce,
+        )
+        envelope = seal_record(record, self.identity)
+        # Check our own record with the rules peers will apply.
+        return open_record(envelope, now=now, policy=self.policy, expected_peer=self.peer_id)
+
+    def _p50_ms(self) -> float:
+        return 0.0
+
+    async def publish(self) -> SignedRecord:
+        """Sign a fresh record, store it in the DHT and announce our capabilities."""
+        self._record = self._sign_record()
+        stored = await self.dht.put_record(self._record)
+        announced = await self.dht.provide(self._record.record.caps)
+        log.info(
+            "published record seq %d to %d peers; provided %d keys",
+            self._record.seq,
+            stored,
+            len(announced),
+        )
+        return self._record
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until cancelled; ``started`` once listening, bootstrapped and signed."""
+        self._pow_nonce = await self._proof_of_work()
+        connections_send, connections_recv = trio.open_memory_channel[bytes](256)
+        self.host.get_network().register_notifee(_ConnectionWatcher(connections_send))
+        try:
+            async with self.host.run(self._listen), trio.open_nursery() as nursery:
+                await nursery.start(self.dht.run)
+                self._running = True
+                self.started_at = self.clock()
+                self._record = self._sign_record()
+                await self.bootstrap()
+                nursery.start_soon(self._add_connected_peers, connections_recv)
+                nursery.start_soon(self._publish_loop)
+                nursery.start_soon(self._maintenance_loop)
+                task_status.started()
+                try:
+                    await trio.sleep_forever()
+                finally:
+                    self._running = False
+                    with trio.CancelScope(shield=True), trio.move_on_after(2):
+                        await self.pool.close_all()
+        finally:
+            self._running = False
+
+    def _bootstrap_list(self) -> list[BootstrapPeer]:
+        peers: list[BootstrapPeer] = []
+        path = self.config.resolved_bootstrap_file()
+        if path is not None:
+            peers.extend(parse_bootstrap_file(path))
+        for i, text in enumerate(self.config.bootstrap, 1):
+            peers.append(parse_peer_addr(text, where=f"--bootstrap #{i}"))
+        return [p for p in peers if p.peer_id != self.peer_id]
+
+    async def bootstrap(self) -> int:
+        """Connect to the bootstrap peers and look ourselves up; returns how many
+        bootstrap peers answered."""
+        self.bootstrap_peers = self._bootstrap_list()
+        reached = 0
+
+        async def reach(peer: BootstrapPeer) -> None:
+            nonlocal reached
+            if await self.connect(peer.addr, quiet=True):
+                reached += 1
+
+        async with trio.open_nursery() as nursery:
+            for peer in self.bootstrap_peers:
+                nursery.start_soon(reach, peer)
+        if self.bootstrap_peers:
+            await self.dht.refresh()
+            log.info(
+                "bootstrap: reached %d of %d peers; routing table has %d",
+                reached,
+                len(self.bootstrap_peers),
+                self.dht.routing_table_size(),
+            )
+        return reached
+
+    async def connect(self, addr: str, *, quiet: bool = False) -> bytes | None:
+        """Dial a multiaddr with ``/p2p/<id>`` and add the peer to the DHT."""
+        peer = parse_peer_addr(addr, where="address")
+        info = PeerInfo(ID(peer.peer_id), [multiaddr.Multiaddr(peer.transport_addr)])
+        with trio.move_on_after(BOOTSTRAP_TIMEOUT) as scope:
+            try:
+                await self.host.connect(info)
+            except NETWORK_ERRORS as exc:
+                if not quiet:
+                    raise PeerUnreachableError(f"cannot connect to {addr}: {exc}") from exc
+                log.warning("cannot reach %s: %s", addr, exc)
+                return None
+        if scope.cancelled_caught:
+            if not quiet:
+                raise PeerUnreachableError(f"connecting to {addr} timed out")
+            log.warning("connecting to %s timed out", addr)
+            return None
+        await self.dht.add_peer(peer.peer_id)
+        return peer.peer_id
+
+    async def _add_connected_peers(self, connections: trio.MemoryReceiveChannel[bytes]) -> None:
+        # py-libp2p only adds peers that sent *us* a DHT request; add everyone we
+        # connect to (the routing table itself checks they speak our DHT protocol).
+        async with connections:
+            async for peer in connections:
+                await trio.sleep(0.2)  # let identify record the peer's protocols first
+                await self.dht.add_peer(peer)
+
+    async def _publish_loop(self) -> None:
+        while True:
+            try:
+                await self.publish()
+            except (RecordError, LocalProtocolError) as exc:
+                log.error("could not publish our record: %s", exc)
+            await trio.sleep(self.config.record_ttl / 2)
+
+    async def _maintenance_loop(self) -> None:
+        while True:
+            await trio.sleep(self.config.refresh_interval)
+            gone = self.registry.expire(self.clock())
+            if gone:
+                log.debug("%d records expired", len(gone))
+            await self.pool.reap()
+            if self.dht.routing_table_size() == 0 and self.bootstrap_peers:
+                await self.bootstrap()
+            else:
+                await self.dht.refresh()
+
+    # -- inbound streams -----------------------------------------------------------------
+
+    async def _on_task_stream(self, stream: INetStream) -> None:
+        peer = peer_of(stream)
+        if self._inbound_streams[peer] >= self.config.max_streams_per_peer:
+            log.info("too many task streams from %s; resetting", ID(peer))
+            await Libp2pByteStream(stream).reset()
+            return
+        self._inbound_streams[peer] += 1
+        try:
+            await self.task_server.serve(Libp2pByteStream(stream))
+        finally:
+            self._inbound_streams[peer] -= 1
+            if self._inbound_streams[peer] <= 0:
+                del self._inbound_streams[peer]
+
+    async def _on_caps_stream(self, stream: INetStream) -> None:
+        if self._record is None:
+            await Libp2pByteStream(stream).reset()
+            return
+        await self.caps_server.serve(Libp2pByteStream(stream))
+
+    async def _open_task_stream(self, peer: bytes) -> ByteStream:
+        return await open_stream(self.host, peer, TASK_PROTOCOL)
+
+    # -- discovery -------------------------------------------------------------------------
+
+    def _remember_addrs(self, peer: bytes, addrs: Sequence[multiaddr.Multiaddr]) -> None:
+        if addrs:
+            self.host.get_peerstore().add_addrs(ID(peer), list(addrs), ADDRESS_TTL)
+
+    def accept_record(
+        self, envelope: bytes, *, source: str, expected_peer: bytes | None = None
+    ) -> SignedRecord:
+        """Verify a record from any path and hold it; raises :class:`RecordError`."""
+        try:
+            signed = open_record(
+                envelope, now=self.clock(), policy=self.policy, expected_peer=expected_peer
+            )
+            self.registry.offer(signed, now=self.clock(), source=source)
+        except RecordError as exc:
+            self.rejected_records[exc.reason] += 1
+            raise
+        self._remember_addrs(signed.peer, [multiaddr.Multiaddr(a) for a in signed.record.addrs])
+        return signed
+
+    async def fetch_record(self, peer: bytes) -> SignedRecord:
+        """Ask ``peer`` directly for its record (the direct path) and verify it."""
+        stream = await open_stream(self.host, peer, CAPS_PROTOCOL)
+        envelope = await fetch_record_bytes(stream)
+        return self.accept_record(envelope, source="direct", expected_peer=peer)
+
+    async def lookup_record(self, peer: bytes) -> SignedRecord | None:
+        """The peer's newest record from the DHT (the DHT path), verified and held."""
+        signed = await self.dht.get_record(peer)
+        if signed is None:
+            return None
+        try:
+            self.registry.offer(signed, now=self.clock(), source="dht")
+        except RecordError as exc:
+            self.rejected_records[exc.reason] += 1
+            raise
+        self._remember_addrs(signed.peer, [multiaddr.Multiaddr(a) for a in signed.record.addrs])
+        return signed
+
+    async def _learn(self, info: PeerInfo) -> None:
+        peer = bytes(info.peer_id.to_bytes())
+        if self.registry.get(peer, now=self.clock() + 60) is not None:
+            return
+        self._remember_addrs(peer, info.addrs)
+        with trio.move_on_after(FIND_FETCH_TIMEOUT):
+            try:
+                await self.fetch_record(peer)
+                return
+            except (TransportError, RemoteProtocolError, RecordError) as exc:
+                log.debug("direct record fetch from %s failed: %s", info.peer_id, exc)
+        with trio.move_on_after(FIND_FETCH_TIMEOUT):
+            try:
+                await self.lookup_record(peer)
+            except RecordError as exc:
+                log.debug("DHT record of %s refused: %s", info.peer_id, exc)
+
+    async def find(
+        self, capability: str, *, limit: int = 20, timeout: float = 10.0
+    ) -> list[SignedRecord]:
+        """Verified records of peers offering ``capability`` (never ourselves).
+
+        Looks the capability up in the DHT, fetches and verifies the record of each
+        provider not already known, and answers from the registry, so only peers
+        whose signed record checks out are ever returned.
+        """
+        self._check_running()
+        validate_capability(capability)
+        with trio.move_on_after(timeout):
+            providers = await self.dht.find_providers(capability, count=limit)
+            async with trio.open_nursery() as nursery:
+                for info in providers:
+                    nursery.start_soon(self._learn, info)
+        found = [
+            r for r in self.registry.find(capability, now=self.clock()) if r.peer != self.peer_id
+        ]
+        return found[:limit]
+
+    # -- tasks -------------------------------------------------------------------------------
+
+    async def ask(
+        self,
+        capability: str,
+        input: Any,
+        *,
+        params: Mapping[str, Any] | None = None,
+        stream: bool = False,
+        timeout: float = 30.0,
+        peer: str | None = None,
+        on_chunk: ChunkCallback | None = None,
+        session: str | None = None,
+    ) -> Answer:
+        """Run ``capability`` on ``input`` somewhere in the swarm.
+
+        Candidates are verified peers offering the capability, best first (see
+        :func:`rank_candidates`); a candidate that rejects, fails or cannot be
+        reached is skipped for the next one until the deadline.  ``peer`` pins the
+        task to one peer.  ``on_chunk`` receives streamed chunk data.
+        """
+        self._check_running()
+        validate_capability(capability)
+        started = trio.current_time()
+        deadline_ms = int((self.clock() + timeout) * 1000)
+        if peer is not None:
+            targets = [(peer_id_from_text(peer), capability)]
+        else:
+            records = [
+                r
+                for r in self.registry.find(capability, now=self.clock())
+                if r.peer != self.peer_id
+            ]
+            if not records:
+                records = await self.find(capability, timeout=min(10.0, timeout / 2))
+            targets = [(c.record.peer, c.capability) for c in rank_candidates(records, capability)]
+        if not targets:
+            raise NoCandidatesError(capability)
+        attempts: list[tuple[str, Exception]] = []
+
+        async def forward(event: Message) -> None:
+            if on_chunk is not None and isinstance(event, TaskChunk):
+                await on_chunk(event.data)
+
+        for target, _match in targets:
+            if self.clock() * 1000 >= deadline_ms:
+                break
+            offer = TaskOffer(
+                id=os.urandom(16),
+                cap=capability,
+                input=input,
+                deadline=deadline_ms,
+                params=dict(params or {}),
+                stream=stream,
+                session=session,
+            )
+            target_text = peer_id_to_text(target)
+            try:
+                result = await self.client.run(target, offer, on_event=forward)
+            except (TaskRejectedError, TaskFailedError) as exc:
+                self.tasks_sent[f"{capability}:{exc.code}"] += 1
+                if exc.code in ("bad_request", "too_large", "cancelled"):
+                    raise
+                attempts.append((target_text, exc))
+                continue
+            except (TransportError, RemoteProtocolError) as exc:
+                self.tasks_sent[f"{capability}:unreachable"] += 1
+                attempts.append((target_text, exc))
+                continue
+            self.tasks_sent[f"{capability}:ok"] += 1
+            return Answer(
+                output=result.output,
+                peer=target_text,
+                capability=capability,
+                usage=result.usage,
+                model_digest=result.model_digest,
+                receipt=result.receipt,
+                elapsed_ms=(trio.current_time() - started) * 1000,
+                attempts=[(p, str(e)) for p, e in attempts],
+            )
+        raise NoCandidatesError(capability, "every candidate failed", attempts)
+
+    def _check_running(self) -> None:
+        if not self._running:
+            raise NodeClosedError("the node is not running")
+
+    # -- inspection ---------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        from llamanet import __version__
+
+        record = self._record.record if self._record else None
+        return {
+            "version": __version__,
+            "peer_id": self.peer_id_text,
+            "swarm": self.config.swarm,
+            "addrs": self.addrs(),
+            "capabilities": list(record.caps) if record else self.worker.capabilities(),
+            "models": [m.to_wire() for m in self.worker.models()],
+            "record_seq": record.seq if record else None,
+            "record_expires_in": round(record.exp - self.clock()) if record else None,
+            "dht_peers": self.dht.routing_table_size(),
+            "connected_peers": len(self.host.get_connected_peers()),
+            "known_records": len(self.registry),
+            "tasks_running": self.worker.in_flight,
+            "tasks_served": {
+                f"{cap}:{outcome}": n for (cap, outcome), n in self.worker.outcomes.items()
+            },
+            "tasks_rejected": dict(self.worker.rejections),
+            "tasks_sent": dict(self.tasks_sent),
+            "records_rejected": dict(self.rejected_records),
+            "uptime_s": round(self.clock() - self.started_at, 1) if self.started_at else 0,
+            "api": self.api_url,
+        }
+
+    def peers(self) -> list[dict[str, Any]]:
+        now = self.clock()
+        connected = {bytes(p.to_bytes()) for p in self.host.get_connected_peers()}
+        in_table = set(self.dht.routing_table_peers())
+        rows: dict[bytes, dict[str, Any]] = {}
+        for entry in self.registry.entries(now=now):
+            rec = entry.record.record
+            rows[rec.peer] = {
+                "peer_id": rec.peer_text,
+                "capabilities": list(rec.caps),
+                "models": [m.name for m in rec.models],
+                "load": rec.load,
+                "record_seq": rec.seq,
+                "record_expires_in": round(rec.exp - now),
+                "source": entry.source,
+                "addrs": [str(multiaddr.Multiaddr(a)) for a in rec.addrs],
+            }
+        for peer in connected | in_table:
+            rows.setdefault(
+                peer,
+                {
+                    "peer_id": peer_id_to_text(peer),
+                    "capabilities": [],
+                    "models": [],
+                    "load": None,
+                    "record_seq": None,
+                    "record_expires_in": None,
+                    "source": None,
+                    "addrs": [],
+                },
+            )
+        for peer, row in rows.items():
+            row["connected"] = peer in connected
+            row["in_routing_table"] = peer in in_table
+        return sorted(rows.values(), key=lambda r: (not r["connected"], r["peer_id"]))
+
+
+@asynccontextmanager
+async def open_node(
+    config: NodeConfig,
+    *,
+    backends: Sequence[Backend] | None = None,
+    clock: Callable[[], float] = time.time,
+) -> AsyncIterator[Node]:
+    """Start a node and yield it once it is listening, bootstrapped and signed."""
+    node = Node(config, backends=backends, clock=clock)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.run)
+        try:
+            yield node
+        finally:
+            nursery.cancel_scope.cancel()

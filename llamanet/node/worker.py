@@ -1,0 +1,184 @@
+"""Decides whether to run a task and runs it on the right backend.
+
+Implements the :class:`~llamanet.adapters.task_server.TaskExecutor` port.  The
+decisions (``admit``) are synchronous and cheap; a task that is admitted holds
+one of ``max_concurrency`` slots, and one peer may hold at most
+``max_tasks_per_peer`` of them, so a single busy requester cannot starve the
+others.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from llamanet.backends.base import Backend, Chunk, Completion, TaskRequest
+from llamanet.errors import LocalProtocolError
+from llamanet.protocol.capabilities import best_match
+from llamanet.protocol.codec import pack_value
+from llamanet.protocol.messages import TaskOffer, TaskRejected
+from llamanet.protocol.peer_ids import peer_id_to_text
+from llamanet.protocol.records import ModelInfo
+
+DEFAULT_MAX_CONCURRENCY: Final = 16
+DEFAULT_MAX_TASKS_PER_PEER: Final = 8
+DEFAULT_MAX_INPUT_BYTES: Final = 1024 * 1024
+DEFAULT_MAX_DEPTH: Final = 4
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WorkerLimits:
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+    """Tasks running at once on this node; beyond it, ``overloaded``."""
+    max_tasks_per_peer: int = DEFAULT_MAX_TASKS_PER_PEER
+    """Tasks one requester may have running here at once."""
+    max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES
+    """Largest task input (msgpack-encoded), advertised in the record."""
+    max_depth: int = DEFAULT_MAX_DEPTH
+    """Delegation hops a task may have made before reaching us."""
+
+    def __post_init__(self) -> None:
+        if min(self.max_concurrency, self.max_tasks_per_peer, self.max_input_bytes) <= 0:
+            raise ValueError("worker limits must be positive")
+        if self.max_depth < 0:
+            raise ValueError("max_depth must be >= 0")
+
+
+def _matches_model(constraints: Mapping[str, Any], model: ModelInfo) -> bool:
+    if "name" in constraints and constraints["name"] != model.name:
+        return False
+    if "family" in constraints and constraints["family"] != model.family:
+        return False
+    if "digest" in constraints and constraints["digest"] != model.digest:
+        return False
+    return not ("min_ctx" in constraints and model.ctx < constraints["min_ctx"])
+
+
+class _Admission:
+    def __init__(self, worker: Worker, backend: Backend, request: TaskRequest, peer: bytes) -> None:
+        self._worker = worker
+        self._backend = backend
+        self._request = request
+        self._peer = peer
+        self._released = False
+
+    @property
+    def request(self) -> TaskRequest:
+        return self._request
+
+    async def run(self) -> AsyncGenerator[Chunk | Completion, None]:
+        outcome = "failed"
+        try:
+            async for item in self._backend.execute(self._request):
+                if isinstance(item, Completion):
+                    outcome = "ok"
+                yield item
+        finally:
+            self._worker.outcomes[(self._request.capability, outcome)] += 1
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._worker._release(self._peer)
+
+
+class Worker:
+    """Routes tasks to backends within the node's limits."""
+
+    def __init__(
+        self,
+        backends: Sequence[Backend],
+        limits: WorkerLimits | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.backends = list(backends)
+        self.limits = limits or WorkerLimits()
+        self._clock = clock
+        self.in_flight = 0
+        self._per_peer: Counter[bytes] = Counter()
+        self.outcomes: Counter[tuple[str, str]] = Counter()
+        self.rejections: Counter[str] = Counter()
+
+    def capabilities(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for backend in self.backends:
+            for cap in backend.capabilities():
+                seen.setdefault(cap, None)
+        return list(seen)
+
+    def models(self) -> list[ModelInfo]:
+        return [m for backend in self.backends for m in backend.models()]
+
+    @property
+    def load(self) -> float:
+        return min(1.0, self.in_flight / self.limits.max_concurrency)
+
+    def _backend_for(self, capability: str) -> Backend | None:
+        for backend in self.backends:
+            if capability in backend.capabilities():
+                return backend
+        return None
+
+    def _reject(self, code: str, msg: str, retry_after_ms: int | None = None) -> TaskRejected:
+        self.rejections[code] += 1
+        return TaskRejected(code=code, msg=msg, retry_after_ms=retry_after_ms)
+
+    def admit(self, offer: TaskOffer, peer: bytes) -> _Admission | TaskRejected:
+        offered = self.capabilities()
+        capability = best_match(offer.cap, offered)
+        if capability is None:
+            listing = ", ".join(offered) or "none"
+            return self._reject(
+                "unsupported", f"no capability {offer.cap!r} here (offered: {listing})"
+            )
+        backend = self._backend_for(capability)
+        assert backend is not None
+        if offer.model and not any(_matches_model(offer.model, m) for m in backend.models()):
+            return self._reject("unsupported", f"no model here matches {dict(offer.model)}")
+        if offer.depth > self.limits.max_depth:
+            return self._reject(
+                "depth_exceeded",
+                f"task was delegated {offer.depth} times; the limit is {self.limits.max_depth}",
+            )
+        try:
+            size = len(pack_value(offer.input))
+        except LocalProtocolError as exc:
+            return self._reject("bad_request", str(exc))
+        if size > self.limits.max_input_bytes:
+            return self._reject(
+                "too_large", f"input of {size} bytes exceeds {self.limits.max_input_bytes}"
+            )
+        if self.in_flight >= self.limits.max_concurrency:
+            return self._reject("overloaded", "all task slots are busy", retry_after_ms=100)
+        if self._per_peer[peer] >= self.limits.max_tasks_per_peer:
+            return self._reject(
+                "overloaded",
+                f"at most {self.limits.max_tasks_per_peer} tasks per requester at once",
+                retry_after_ms=100,
+            )
+        self.in_flight += 1
+        self._per_peer[peer] += 1
+        request = TaskRequest(
+            id=offer.id,
+            capability=capability,
+            requested=offer.cap,
+            input=offer.input,
+            params=offer.params,
+            model=offer.model,
+            session=offer.session,
+            deadline=offer.deadline / 1000.0,
+            stream=offer.stream,
+            depth=offer.depth,
+            requester=peer_id_to_text(peer),
+        )
+        return _Admission(self, backend, request, peer)
+
+    def _release(self, peer: bytes) -> None:
+        self.in_flight -= 1
+        self._per_peer[peer] -= 1
+        if self._per_peer[peer] <= 0:
+            del self._per_peer[peer]
