@@ -201,6 +201,10 @@ class TaskClient:
             if ok:
                 await self.pool.release(lease)
             else:
+                if lease.session.is_active:
+                    # Cancelled from outside (or broken): tell the worker before the
+                    # reset, for transports where a reset looks like a clean close.
+                    await self._send_cancel(lease, "requester cancelled")
                 await self.pool.discard(lease)
 
     async def _exchange(
@@ -212,8 +216,14 @@ class TaskClient:
             await stream.write(session.send(offer))
             while True:
                 data = await stream.read()
-                if not data and lease.reused and not answered:
-                    raise _StaleStream()
+                if not data and session.is_active:
+                    if lease.reused and not answered:
+                        raise _StaleStream()
+                    # The worker's process or connection went away mid-task.
+                    raise StreamBrokenError(
+                        f"{peer_id_to_text(lease.peer)} closed the stream during the task",
+                        peer_id=peer_id_to_text(lease.peer),
+                    )
                 session.receive_data(data)
                 while (event := session.next_event()) is not NEED_DATA:
                     answered = True

@@ -55,6 +55,7 @@ from llamanet.errors import (
     PeerUnreachableError,
     RecordError,
     RemoteProtocolError,
+    RequestTimeoutError,
     TaskFailedError,
     TaskRejectedError,
     TransportError,
@@ -82,6 +83,8 @@ FIND_FETCH_TIMEOUT: Final = 5.0
 BOOTSTRAP_TIMEOUT: Final = 5.0
 
 ChunkCallback = Callable[[Any], Awaitable[None]]
+# Failures caused by the task itself: another peer would fail the same way.
+_NOT_RETRYABLE: Final = frozenset({"bad_request", "too_large", "cancelled", "depth_exceeded"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +184,8 @@ class Node:
         self.bootstrap_peers: list[BootstrapPeer] = []
         self.tasks_sent: Counter[str] = Counter()
         self.api_url: str | None = None
+        self.first_publish = trio.Event()
+        """Set once our record and provider keys have been published the first time."""
 
     # -- identity and record ----------------------------------------------------
 
@@ -301,10 +306,26 @@ class Node:
                     await trio.sleep_forever()
                 finally:
                     self._running = False
-                    with trio.CancelScope(shield=True), trio.move_on_after(2):
-                        await self.pool.close_all()
+                    await self._close_gracefully()
         finally:
             self._running = False
+
+    async def aclose(self) -> None:
+        """Close pooled streams and the libp2p host; bounded in time, idempotent.
+
+        Must run *before* the node's nursery is cancelled: cancelling first also
+        cancels py-libp2p's per-connection tasks in the middle of their own cleanup
+        (``SwarmConn.close`` marks the connection closed, then is cancelled before
+        closing the socket), which leaks every socket.
+        """
+        await self._close_gracefully()
+
+    async def _close_gracefully(self) -> None:
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(1):
+                await self.pool.close_all()
+            with trio.move_on_after(3):
+                await self.host.close()
 
     def _bootstrap_list(self) -> list[BootstrapPeer]:
         peers: list[BootstrapPeer] = []
@@ -373,6 +394,7 @@ class Node:
                 await self.publish()
             except (RecordError, LocalProtocolError) as exc:
                 log.error("could not publish our record: %s", exc)
+            self.first_publish.set()
             await trio.sleep(self.config.record_ttl / 2)
 
     async def _maintenance_loop(self) -> None:
@@ -508,8 +530,11 @@ class Node:
 
         Candidates are verified peers offering the capability, best first (see
         :func:`rank_candidates`); a candidate that rejects, fails or cannot be
-        reached is skipped for the next one until the deadline.  ``peer`` pins the
-        task to one peer.  ``on_chunk`` receives streamed chunk data.
+        reached is skipped for the next one until the deadline, and
+        :class:`NoCandidatesError` lists them all if none answers.  ``peer`` pins
+        the task to one peer, whose error is raised as it is.  A passed deadline
+        raises :class:`RequestTimeoutError`.  ``on_chunk`` receives streamed chunk
+        data.
         """
         self._check_running()
         validate_capability(capability)
@@ -551,12 +576,17 @@ class Node:
                 result = await self.client.run(target, offer, on_event=forward)
             except (TaskRejectedError, TaskFailedError) as exc:
                 self.tasks_sent[f"{capability}:{exc.code}"] += 1
-                if exc.code in ("bad_request", "too_large", "cancelled"):
+                if peer is not None or exc.code in _NOT_RETRYABLE:
                     raise
                 attempts.append((target_text, exc))
                 continue
+            except RequestTimeoutError:
+                self.tasks_sent[f"{capability}:timeout"] += 1
+                raise
             except (TransportError, RemoteProtocolError) as exc:
                 self.tasks_sent[f"{capability}:unreachable"] += 1
+                if peer is not None:
+                    raise
                 attempts.append((target_text, exc))
                 continue
             self.tasks_sent[f"{capability}:ok"] += 1
@@ -569,6 +599,11 @@ class Node:
                 receipt=result.receipt,
                 elapsed_ms=(trio.current_time() - started) * 1000,
                 attempts=[(p, str(e)) for p, e in attempts],
+            )
+        if self.clock() * 1000 >= deadline_ms:
+            raise RequestTimeoutError(
+                f"deadline passed after {len(attempts)} failed attempts: "
+                + "; ".join(f"{p[:16]}…: {e}" for p, e in attempts)
             )
         raise NoCandidatesError(capability, "every candidate failed", attempts)
 
@@ -656,4 +691,5 @@ async def open_node(
         try:
             yield node
         finally:
+            await node.aclose()
             nursery.cancel_scope.cancel()
