@@ -19,6 +19,7 @@ node: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check llamanet tests bench
+	$(BIN)/ruff format --check llamanet tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_IDLE_TIMEOUT: Final = 60.0
 DEFAULT_FIRST_FRAME_TIMEOUT: Final = 10.0
+DEFAULT_ACCEPT_COALESCE_WINDOW: Final = 0.005
 
 
 class Admission(Protocol):
@@ -85,6 +86,8 @@ class ServerLimits:
     """Close a stream that carries no task for this long, in seconds."""
     first_frame_timeout: float = DEFAULT_FIRST_FRAME_TIMEOUT
     """Close a new stream that sends no complete task within this time, in seconds."""
+    accept_coalesce_window: float = DEFAULT_ACCEPT_COALESCE_WINDOW
+    """How long ``accept`` may wait to travel with the task's first output, in seconds."""
 
 
 class _Job:
@@ -95,6 +98,8 @@ class _Job:
         self.admission = admission
         self.scope = trio.CancelScope(deadline=deadline)
         self.cancelled_by_requester = False
+        self.accept_pending = True
+        self.accept_timer = trio.CancelScope()
 
 
 class TaskServer:
@@ -186,14 +191,19 @@ class _StreamHandler:
             await self._send(decision)
             self._arm_idle_timer(self.server.limits.idle_timeout)
             return
-        self.job = _Job(offer, decision, trio.current_time() + remaining)
-        try:
-            await self._send(TaskAccepted())
-        except BaseException:
-            decision.release()
-            self.job = None
-            raise
-        nursery.start_soon(self._run_job, self.job)
+        self.job = job = _Job(offer, decision, trio.current_time() + remaining)
+        nursery.start_soon(self._accept_after_grace, job)
+        nursery.start_soon(self._run_job, job)
+
+    async def _accept_after_grace(self, job: _Job) -> None:
+        # ``accept`` leaves with the first output when that comes quickly (one write
+        # and one read instead of two for short tasks), otherwise on its own.
+        with job.accept_timer:
+            await trio.sleep(self.server.limits.accept_coalesce_window)
+            async with self.write_lock:
+                if job.accept_pending:
+                    job.accept_pending = False
+                    await self.stream.write(self.session.send(TaskAccepted()))
 
     async def _run_job(self, job: _Job) -> None:
         completion: Completion | None = None
@@ -268,7 +278,13 @@ class _StreamHandler:
 
     async def _send(self, msg: Message) -> None:
         async with self.write_lock:
-            await self.stream.write(self.session.send(msg))
+            data = b""
+            job = self.job
+            if job is not None and job.accept_pending:
+                job.accept_pending = False
+                job.accept_timer.cancel()
+                data = self.session.send(TaskAccepted())
+            await self.stream.write(data + self.session.send(msg))
 
     async def _refuse(self, exc: RemoteProtocolError) -> None:
         log.info("bad task stream from %s: %s", self.peer_text, exc)

@@ -53,8 +53,10 @@ def parse_peer_addr(text: str, *, where: str) -> BootstrapPeer:
 
 
 def _line_of(lines: list[str], needle: str, start: int = 0) -> int:
+    # Comment lines are skipped: the shipped file shows the format in a commented-out
+    # [[peers]] table, which must not shift the entries below it.
     for i in range(start, len(lines)):
-        if needle in lines[i]:
+        if needle in lines[i] and not lines[i].lstrip().startswith("#"):
             return i + 1
     return 0
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import tomllib
+import types
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, get_args, get_origin, get_type_hints
 
 import platformdirs
 
@@ -81,6 +82,10 @@ class NodeConfig:
     log_level: str = "info"
 
     def __post_init__(self) -> None:
+        # Library users pass plain strings for paths; keep the dataclass frozen.
+        object.__setattr__(self, "home", Path(self.home).expanduser())
+        if self.bootstrap_file is not None:
+            object.__setattr__(self, "bootstrap_file", Path(self.bootstrap_file).expanduser())
         try:
             validate_swarm_name(self.swarm)
             for skill in self.skills or ():
@@ -103,8 +108,10 @@ class NodeConfig:
             "stream_idle_timeout",
         )
         for name in positive:
-            if getattr(self, name) <= 0:
+            if not getattr(self, name) > 0:  # "not >" also refuses NaN
                 raise ConfigError(f"{name} must be positive")
+        if self.max_depth < 0:
+            raise ConfigError("max_depth must be >= 0")
         if self.max_input_bytes > self.max_frame_size:
             raise ConfigError("max_input_bytes cannot exceed max_frame_size")
         if self.log_level not in LOG_LEVELS:
@@ -136,6 +143,51 @@ class NodeConfig:
 _FILE_KEYS: Final = {f.name for f in fields(NodeConfig)} - {"home"}
 
 
+def _field_kind(hint: Any) -> type:
+    """``bool``/``int``/``float``/``str``/``Path``/``tuple`` for a field's type
+    (``X | None`` counts as ``X``: TOML has no null)."""
+    if get_origin(hint) is types.UnionType:
+        (hint,) = (a for a in get_args(hint) if a is not type(None))
+    kind = get_origin(hint) or hint
+    if kind not in (bool, int, float, str, Path, tuple):
+        raise TypeError(f"no TOML reading for a NodeConfig field of type {hint!r}")
+    return kind  # type: ignore[no-any-return]
+
+
+_FILE_KINDS: Final = {
+    name: _field_kind(hint) for name, hint in get_type_hints(NodeConfig).items() if name != "home"
+}
+_KIND_NAMES: Final = {
+    bool: "true or false",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    Path: "a path (a string)",
+    tuple: "a list of strings",
+}
+
+
+def _from_file(path: Path, key: str, value: Any) -> Any:
+    """``value`` read from TOML as ``key``'s field type, or :class:`ConfigError`."""
+    kind = _FILE_KINDS[key]
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif kind is tuple:
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        value = tuple(value) if ok else value
+    else:  # str, Path
+        ok = isinstance(value, str)
+        value = Path(value).expanduser() if ok and kind is Path else value
+    if not ok:
+        raise ConfigError(f"{path}: {key} must be {_KIND_NAMES[kind]}, not {value!r}")
+    return value
+
+
 def load_config(home: Path, config_file: Path | None = None) -> NodeConfig:
     """Defaults overlaid with ``config_file`` (or ``home/config.toml`` if it exists)."""
     path = config_file or home / CONFIG_FILENAME
@@ -156,16 +208,8 @@ def load_config(home: Path, config_file: Path | None = None) -> NodeConfig:
             f"{path}: unknown setting {sorted(unknown)[0]!r} "
             f"(known: {', '.join(sorted(_FILE_KEYS))})"
         )
-    values: dict[str, Any] = {}
-    for key, value in data.items():
-        if key in ("listen", "bootstrap", "skills"):
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise ConfigError(f"{path}: {key} must be a list of strings")
-            value = tuple(value)
-        elif key == "bootstrap_file":
-            value = Path(value).expanduser()
-        values[key] = value
+    values = {key: _from_file(path, key, value) for key, value in data.items()}
     try:
         return replace(base, **values)
-    except TypeError as exc:
+    except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from exc

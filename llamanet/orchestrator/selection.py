@@ -19,8 +19,8 @@ class Candidate:
     record: SignedRecord
     capability: str
     """The capability of the record that serves the request."""
-    score: float
-    """Lower is better."""
+    score: tuple[float, ...]
+    """The sort key: (specificity, load, p50 ms, number of capabilities); lower is better."""
 
 
 def rank_candidates(
@@ -38,7 +38,7 @@ def rank_candidates(
     serve everything; remaining ties are broken by peer ID so the order is stable.
     """
     skip = set(exclude)
-    ranked: list[tuple[tuple[float, ...], Candidate]] = []
+    ranked: list[tuple[tuple[float, ...], bytes, Candidate]] = []
     for signed in records:
         if signed.peer in skip:
             continue
@@ -48,7 +48,7 @@ def rank_candidates(
             continue
         specificity = match.count(".") - capability.count(".")
         p50 = float(rec.perf.get("p50_ms", 0.0))
-        score = specificity * 10.0 + rec.load * 5.0 + min(p50, 60_000.0) / 60_000.0
-        ranked.append(((score, rec.load, p50, len(rec.caps)), Candidate(signed, match, score)))
-    ranked.sort(key=lambda item: (item[0], item[1].record.peer))
-    return [c for _, c in ranked]
+        key = (float(specificity), rec.load, p50, float(len(rec.caps)))
+        ranked.append((key, rec.peer, Candidate(signed, match, key)))
+    ranked.sort(key=lambda item: (item[0], item[1]))
+    return [c for _, _, c in ranked]

@@ -19,6 +19,7 @@ class TokenBucket:
             raise ValueError("capacity and rate must be positive")
         if self.tokens < 0:
             self.tokens = self.capacity
+        self.tokens = min(self.tokens, self.capacity)
 
     def _refill(self, now: float) -> None:
         if now > self.updated_at:

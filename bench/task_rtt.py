@@ -1,0 +1,216 @@
+"""Task round trips between two processes on loopback, beside a raw TCP floor.
+
+Measures, in one run:
+
+* llamanet: p50/p99 of one tiny ``text.echo`` task on an established connection
+  (pooled stream, receipt verified), and tasks/s with 32 in flight; the worker is
+  a real ``llamanet node`` daemon in its own process;
+* floor: the same message pattern (varint-framed msgpack request, one reply) over
+  raw trio TCP to an echo server in its own process, sequentially and with 32 in
+  flight on 32 connections.
+
+    python -m bench.task_rtt [--tasks 3000] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import trio
+
+from llamanet.node.node import open_node
+from llamanet.protocol.codec import FrameDecoder, frame
+from llamanet.protocol.messages import TaskOffer
+from llamanet.protocol.peer_ids import peer_id_from_text
+
+from ._util import loopback_node_config, percentile, wait_for_api
+
+IN_FLIGHT = 32
+
+
+# -- raw floor ---------------------------------------------------------------------
+
+
+async def echo_server(port: int) -> None:
+    async def handle(stream: trio.SocketStream) -> None:
+        decoder = FrameDecoder()
+        try:
+            while True:
+                data = await stream.receive_some(65536)
+                if not data:
+                    return
+                decoder.receive_data(data)
+                for body in decoder.frames():
+                    reply = msgpack.unpackb(body)
+                    await stream.send_all(frame(msgpack.packb(reply)))
+        except trio.BrokenResourceError:
+            return
+
+    await trio.serve_tcp(handle, port, host="127.0.0.1")
+
+
+async def _raw_call(stream: trio.SocketStream, decoder: FrameDecoder, body: bytes) -> None:
+    await stream.send_all(frame(body))
+    while True:
+        for _ in decoder.frames():
+            return
+        decoder.receive_data(await stream.receive_some(65536))
+
+
+async def raw_floor(port: int, tasks: int) -> dict[str, float]:
+    body = msgpack.packb({"t": "task", "id": os.urandom(16), "cap": "text.echo", "input": "x"})
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    decoder = FrameDecoder()
+    for _ in range(200):
+        await _raw_call(stream, decoder, body)
+    samples = []
+    for _ in range(tasks):
+        started = time.perf_counter()
+        await _raw_call(stream, decoder, body)
+        samples.append((time.perf_counter() - started) * 1000)
+    await stream.aclose()
+
+    streams = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(IN_FLIGHT)]
+    remaining = tasks
+
+    async def pump(s: trio.SocketStream) -> None:
+        nonlocal remaining
+        d = FrameDecoder()
+        while remaining > 0:
+            remaining -= 1
+            await _raw_call(s, d, body)
+
+    started = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for s in streams:
+            nursery.start_soon(pump, s)
+    throughput = tasks / (time.perf_counter() - started)
+    for s in streams:
+        await s.aclose()
+    return {
+        "p50_ms": statistics.median(samples),
+        "p99_ms": percentile(samples, 99),
+        "per_s_32": throughput,
+    }
+
+
+# -- llamanet ----------------------------------------------------------------------
+
+
+async def llamanet_tasks(worker_addr: str, tasks: int, home: Path) -> dict[str, float]:
+    config = loopback_node_config(home / "requester", bootstrap=(worker_addr,))
+    worker_text = worker_addr.rsplit("/p2p/", 1)[1]
+    worker = peer_id_from_text(worker_text)
+    async with open_node(config) as node:
+
+        def offer() -> TaskOffer:
+            return TaskOffer(
+                id=os.urandom(16),
+                cap="text.echo",
+                input="x",
+                deadline=int((time.time() + 30) * 1000),
+            )
+
+        for _ in range(200):  # warm up: connection, pooled stream, code paths
+            await node.client.run(worker, offer())
+        samples = []
+        for _ in range(tasks):
+            started = time.perf_counter()
+            result = await node.client.run(worker, offer())
+            samples.append((time.perf_counter() - started) * 1000)
+            assert result.output == "x"
+        ask_samples = []
+        for _ in range(min(tasks, 1000)):
+            started = time.perf_counter()
+            await node.ask("text.echo", "x", peer=worker_text)
+            ask_samples.append((time.perf_counter() - started) * 1000)
+
+        remaining = tasks
+
+        async def pump() -> None:
+            nonlocal remaining
+            while remaining > 0:
+                remaining -= 1
+                await node.client.run(worker, offer())
+
+        started = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for _ in range(IN_FLIGHT):
+                nursery.start_soon(pump)
+        throughput = tasks / (time.perf_counter() - started)
+        return {
+            "p50_ms": statistics.median(samples),
+            "p99_ms": percentile(samples, 99),
+            "ask_p50_ms": statistics.median(ask_samples),
+            "per_s_32": throughput,
+        }
+
+
+def run(tasks: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="llamanet-bench-") as tmp:
+        base = Path(tmp)
+        port = _free_port()
+        echo = subprocess.Popen(
+            [sys.executable, "-m", "bench.task_rtt", "--echo-server", str(port)]
+        )
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "llamanet", "node", "--home", str(base / "worker"),
+             "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--log-level", "warning",
+             "--bootstrap-file", str(base / "none.toml")],
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            worker_addr = wait_for_api(base / "worker")["addrs"][0]
+            time.sleep(0.5)
+            floor = trio.run(raw_floor, port, tasks)
+            ours = trio.run(llamanet_tasks, worker_addr, tasks, base)
+        finally:
+            for proc in (echo, worker):
+                proc.terminate()
+                proc.wait(timeout=10)
+    return {"tasks": tasks, "in_flight": IN_FLIGHT, "llamanet": ours, "raw_tcp_msgpack": floor}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=3000)
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--echo-server", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.echo_server:
+        trio.run(echo_server, args.echo_server)
+        return
+    result = run(args.tasks)
+    if args.json:
+        print(json.dumps(result))
+        return
+    ours, floor = result["llamanet"], result["raw_tcp_msgpack"]
+    print(f"task round trip, tiny text.echo, established connection ({args.tasks} tasks):")
+    print(f"  llamanet  p50 {ours['p50_ms']:.3f} ms  p99 {ours['p99_ms']:.3f} ms"
+          f"  (node.ask p50 {ours['ask_p50_ms']:.3f} ms)")  # fmt: skip
+    print(f"  raw TCP   p50 {floor['p50_ms']:.3f} ms  p99 {floor['p99_ms']:.3f} ms")
+    print(f"throughput, {IN_FLIGHT} in flight:")
+    print(f"  llamanet  {ours['per_s_32']:.0f} tasks/s")
+    print(f"  raw TCP   {floor['per_s_32']:.0f} round trips/s")
+
+
+if __name__ == "__main__":
+    main()
