@@ -23,16 +23,23 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import msgpack
+import multiaddr
 import trio
+from libp2p.abc import INetStream
+from libp2p.custom_types import TProtocol
+from libp2p.peer.peerinfo import info_from_p2p_addr
 
+from llamanet.adapters.libp2p_host import Libp2pByteStream, build_host, open_stream
 from llamanet.node.node import open_node
 from llamanet.protocol.codec import FrameDecoder, frame
 from llamanet.protocol.messages import TaskOffer
 from llamanet.protocol.peer_ids import peer_id_from_text
+from llamanet.trust.keys import Identity
 
 from ._util import loopback_node_config, percentile, wait_for_api
 
@@ -106,6 +113,83 @@ async def raw_floor(port: int, tasks: int) -> dict[str, float]:
     }
 
 
+# -- py-libp2p floor ------------------------------------------------------------------
+# The same framing over a bare py-libp2p stream (TCP + Noise + Yamux, no llamanet
+# logic), to show how much of a task's time is the libp2p stack itself.
+
+ECHO_PROTOCOL = TProtocol("/llamanet-bench/echo/1.0.0")
+
+
+async def libp2p_echo_server(ready_file: str) -> None:
+    listen = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
+    host = build_host(Identity.generate(), listen)
+
+    async def handle(raw: INetStream) -> None:
+        stream = Libp2pByteStream(raw)
+        decoder = FrameDecoder()
+        while True:
+            data = await stream.read()
+            if not data:
+                await stream.close()
+                return
+            decoder.receive_data(data)
+            for body in decoder.frames():
+                await stream.write(frame(body))
+
+    host.set_stream_handler(ECHO_PROTOCOL, handle)
+    async with host.run(listen):
+        await trio.Path(ready_file).write_text(str(host.get_addrs()[0]))
+        await trio.sleep_forever()
+
+
+async def _echo_call(stream: Libp2pByteStream, decoder: FrameDecoder, body: bytes) -> None:
+    await stream.write(frame(body))
+    while True:
+        for _ in decoder.frames():
+            return
+        decoder.receive_data(await stream.read())
+
+
+async def libp2p_floor(addr: str, tasks: int) -> dict[str, float]:
+    body = msgpack.packb({"t": "task", "id": os.urandom(16), "cap": "text.echo", "input": "x"})
+    listen = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
+    host = build_host(Identity.generate(), listen)
+    async with host.run(listen):
+        info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
+        await host.connect(info)
+        peer = bytes(info.peer_id.to_bytes())
+        stream = await open_stream(host, peer, ECHO_PROTOCOL)
+        decoder = FrameDecoder()
+        for _ in range(200):
+            await _echo_call(stream, decoder, body)
+        samples = []
+        for _ in range(tasks):
+            started = time.perf_counter()
+            await _echo_call(stream, decoder, body)
+            samples.append((time.perf_counter() - started) * 1000)
+        streams = [await open_stream(host, peer, ECHO_PROTOCOL) for _ in range(IN_FLIGHT)]
+        remaining = tasks
+
+        async def pump(s: Libp2pByteStream) -> None:
+            nonlocal remaining
+            d = FrameDecoder()
+            while remaining > 0:
+                remaining -= 1
+                await _echo_call(s, d, body)
+
+        started = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for s in streams:
+                nursery.start_soon(pump, s)
+        throughput = tasks / (time.perf_counter() - started)
+        await host.close()
+    return {
+        "p50_ms": statistics.median(samples),
+        "p99_ms": percentile(samples, 99),
+        "per_s_32": throughput,
+    }
+
+
 # -- llamanet ----------------------------------------------------------------------
 
 
@@ -165,6 +249,10 @@ def run(tasks: int) -> dict[str, Any]:
         echo = subprocess.Popen(
             [sys.executable, "-m", "bench.task_rtt", "--echo-server", str(port)]
         )
+        ready = base / "libp2p-echo.addr"
+        p2p_echo = subprocess.Popen(
+            [sys.executable, "-m", "bench.task_rtt", "--libp2p-echo-server", str(ready)]
+        )
         worker = subprocess.Popen(
             [sys.executable, "-m", "llamanet", "node", "--home", str(base / "worker"),
              "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--log-level", "warning",
@@ -173,14 +261,34 @@ def run(tasks: int) -> dict[str, Any]:
         )  # fmt: skip
         try:
             worker_addr = wait_for_api(base / "worker")["addrs"][0]
-            time.sleep(0.5)
+            _wait_until(lambda: _accepts(port) and ready.exists())
             floor = trio.run(raw_floor, port, tasks)
+            p2p_floor = trio.run(libp2p_floor, ready.read_text(), tasks)
             ours = trio.run(llamanet_tasks, worker_addr, tasks, base)
         finally:
-            for proc in (echo, worker):
+            for proc in (echo, p2p_echo, worker):
                 proc.terminate()
                 proc.wait(timeout=10)
-    return {"tasks": tasks, "in_flight": IN_FLIGHT, "llamanet": ours, "raw_tcp_msgpack": floor}
+    return {
+        "tasks": tasks,
+        "in_flight": IN_FLIGHT,
+        "llamanet": ours,
+        "raw_tcp_msgpack": floor,
+        "raw_libp2p_stream": p2p_floor,
+    }
+
+
+def _accepts(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _wait_until(check: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise RuntimeError("benchmark helper process did not start")
+        time.sleep(0.05)
 
 
 def _free_port() -> int:
@@ -194,22 +302,29 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=3000)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--echo-server", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--libp2p-echo-server", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.echo_server:
         trio.run(echo_server, args.echo_server)
+        return
+    if args.libp2p_echo_server:
+        trio.run(libp2p_echo_server, args.libp2p_echo_server)
         return
     result = run(args.tasks)
     if args.json:
         print(json.dumps(result))
         return
     ours, floor = result["llamanet"], result["raw_tcp_msgpack"]
+    p2p = result["raw_libp2p_stream"]
     print(f"task round trip, tiny text.echo, established connection ({args.tasks} tasks):")
     print(f"  llamanet  p50 {ours['p50_ms']:.3f} ms  p99 {ours['p99_ms']:.3f} ms"
           f"  (node.ask p50 {ours['ask_p50_ms']:.3f} ms)")  # fmt: skip
     print(f"  raw TCP   p50 {floor['p50_ms']:.3f} ms  p99 {floor['p99_ms']:.3f} ms")
+    print(f"  libp2p    p50 {p2p['p50_ms']:.3f} ms  p99 {p2p['p99_ms']:.3f} ms  (bare stream)")
     print(f"throughput, {IN_FLIGHT} in flight:")
     print(f"  llamanet  {ours['per_s_32']:.0f} tasks/s")
     print(f"  raw TCP   {floor['per_s_32']:.0f} round trips/s")
+    print(f"  libp2p    {p2p['per_s_32']:.0f} round trips/s (bare streams)")
 
 
 if __name__ == "__main__":

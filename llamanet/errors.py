@@ -5,6 +5,7 @@
     LlamanetError
     ├── ProtocolError                 (abstract)
     │   ├── LocalProtocolError        we tried to send something the protocol forbids
+    │   │   └── MessageTooLargeError  our message would exceed the frame limit
     │   └── RemoteProtocolError       a peer sent something the protocol forbids
     │       ├── FrameTooLargeError    length prefix over the limit (checked before reading)
     │       ├── DecodeError           bytes that are not a valid message
@@ -82,6 +83,16 @@ class ProtocolError(LlamanetError):
 class LocalProtocolError(ProtocolError):
     """Raised when *our* code tries to send a message the task state machine forbids
     (for example a second ``task`` before the first one finished)."""
+
+
+class MessageTooLargeError(LocalProtocolError):
+    """Raised when a message we are about to send is larger than the frame limit
+    (for example a backend's output); nothing was sent."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"message of {size} bytes exceeds the {limit}-byte frame limit")
+        self.size = size
+        self.limit = limit
 
 
 class RemoteProtocolError(ProtocolError):

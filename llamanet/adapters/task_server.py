@@ -31,10 +31,11 @@ from llamanet.errors import (
     TASK_ERROR_CODES,
     BackendError,
     LocalProtocolError,
+    MessageTooLargeError,
     RemoteProtocolError,
     StreamBrokenError,
 )
-from llamanet.protocol.codec import NEED_DATA, encode_frame, encode_message
+from llamanet.protocol.codec import NEED_DATA, encode_frame
 from llamanet.protocol.config import SessionConfig
 from llamanet.protocol.messages import (
     ErrorMessage,
@@ -74,8 +75,9 @@ class Admission(Protocol):
 class TaskExecutor(Protocol):
     """The worker's decision and execution port (implemented by node.worker.Worker)."""
 
-    def admit(self, offer: TaskOffer, peer: bytes) -> Admission | TaskRejected:
-        """Accept ``offer`` from ``peer`` (returning a slot) or say why not."""
+    def admit(self, offer: TaskOffer, peer: bytes, size_hint: int) -> Admission | TaskRejected:
+        """Accept ``offer`` from ``peer`` (returning a slot) or say why not.
+        ``size_hint`` is the task frame's size, an upper bound of the input's."""
         ...
 
 
@@ -99,7 +101,6 @@ class _Job:
         self.scope = trio.CancelScope(deadline=deadline)
         self.cancelled_by_requester = False
         self.accept_pending = True
-        self.accept_timer = trio.CancelScope()
 
 
 class TaskServer:
@@ -151,14 +152,25 @@ class _StreamHandler:
         self.read_scope.deadline = trio.current_time() + timeout
 
     async def _read_loop(self, nursery: trio.Nursery) -> None:
+        # The read is bounded by one timer that means, depending on the state:
+        # no complete task yet (first frame), idle between tasks, or "send the
+        # pending accept now" while a task runs.  Cancelling a read that is still
+        # waiting loses no data: py-libp2p only takes bytes from its buffer after
+        # the wait.
         self._arm_idle_timer(self.server.limits.first_frame_timeout)
         while True:
             with self.read_scope:
                 data = await self.stream.read()
-            if self.read_scope.cancelled_caught:
-                log.debug("closing idle task stream from %s", self.peer_text)
-                return
+            fired = self.read_scope.cancelled_caught
             self.read_scope = trio.CancelScope(deadline=self.read_scope.deadline)
+            if fired:
+                job = self.job
+                if job is None:
+                    log.debug("closing idle task stream from %s", self.peer_text)
+                    return
+                await self._flush_accept(job)
+                self.read_scope.deadline = math.inf
+                continue
             try:
                 self.session.receive_data(data)
                 while (event := self.session.next_event()) is not NEED_DATA:
@@ -179,31 +191,30 @@ class _StreamHandler:
             self.job.scope.cancel()
 
     async def _on_offer(self, offer: TaskOffer, nursery: trio.Nursery) -> None:
-        self.read_scope.deadline = math.inf
         wall_now = self.server._clock()
         remaining = offer.deadline / 1000.0 - wall_now
         if remaining <= 0:
             await self._send(TaskRejected(code="deadline_exceeded", msg="deadline already passed"))
             self._arm_idle_timer(self.server.limits.idle_timeout)
             return
-        decision = self.server._executor.admit(offer, self.stream.peer)
+        body_size = len(self.session.task_body or b"")
+        decision = self.server._executor.admit(offer, self.stream.peer, body_size)
         if isinstance(decision, TaskRejected):
             await self._send(decision)
             self._arm_idle_timer(self.server.limits.idle_timeout)
             return
         self.job = job = _Job(offer, decision, trio.current_time() + remaining)
-        nursery.start_soon(self._accept_after_grace, job)
+        # ``accept`` leaves with the first output when that comes quickly (one write
+        # and one read instead of two for short tasks), otherwise when this timer
+        # ends the read below.
+        self._arm_idle_timer(self.server.limits.accept_coalesce_window)
         nursery.start_soon(self._run_job, job)
 
-    async def _accept_after_grace(self, job: _Job) -> None:
-        # ``accept`` leaves with the first output when that comes quickly (one write
-        # and one read instead of two for short tasks), otherwise on its own.
-        with job.accept_timer:
-            await trio.sleep(self.server.limits.accept_coalesce_window)
-            async with self.write_lock:
-                if job.accept_pending:
-                    job.accept_pending = False
-                    await self.stream.write(self.session.send(TaskAccepted()))
+    async def _flush_accept(self, job: _Job) -> None:
+        async with self.write_lock:
+            if job.accept_pending:
+                job.accept_pending = False
+                await self.stream.write(self.session.send(TaskAccepted()))
 
     async def _run_job(self, job: _Job) -> None:
         completion: Completion | None = None
@@ -263,28 +274,30 @@ class _StreamHandler:
 
     async def _send_checked(self, msg: Message) -> None:
         """Send a message whose size depends on the backend; too big becomes an error."""
+        limit = self.server.limits.session.max_frame_size
         try:
-            size = len(encode_message(msg))
+            await self._send(msg, max_size=limit)
+        except MessageTooLargeError as exc:
+            err = BackendError(f"{msg.wire_type}: {exc}")
+            err.code = "too_large"
+            raise err from exc
         except LocalProtocolError as exc:
             raise BackendError(f"output cannot be encoded: {exc}") from exc
-        limit = self.server.limits.session.max_frame_size
-        if size > limit:
-            err = BackendError(
-                f"{msg.wire_type} of {size} bytes exceeds the {limit}-byte frame limit"
-            )
-            err.code = "too_large"
-            raise err
-        await self._send(msg)
 
-    async def _send(self, msg: Message) -> None:
+    async def _send(self, msg: Message, *, max_size: int | None = None) -> None:
         async with self.write_lock:
-            data = b""
+            accept = b""
             job = self.job
             if job is not None and job.accept_pending:
                 job.accept_pending = False
-                job.accept_timer.cancel()
-                data = self.session.send(TaskAccepted())
-            await self.stream.write(data + self.session.send(msg))
+                accept = self.session.send(TaskAccepted())
+            try:
+                data = self.session.send(msg, max_size=max_size)
+            except MessageTooLargeError:
+                if accept:
+                    await self.stream.write(accept)
+                raise
+            await self.stream.write(accept + data)
 
     async def _refuse(self, exc: RemoteProtocolError) -> None:
         log.info("bad task stream from %s: %s", self.peer_text, exc)

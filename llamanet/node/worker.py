@@ -102,13 +102,21 @@ class Worker:
         self._per_peer: Counter[bytes] = Counter()
         self.outcomes: Counter[tuple[str, str]] = Counter()
         self.rejections: Counter[str] = Counter()
+        self._capabilities: tuple[str, ...] = ()
+        self._backend_by_cap: dict[str, Backend] = {}
+        self.refresh_capabilities()
 
     def capabilities(self) -> list[str]:
-        seen: dict[str, None] = {}
+        return list(self._capabilities)
+
+    def refresh_capabilities(self) -> None:
+        """Re-read what the backends serve (after a backend added or lost models)."""
+        seen: dict[str, Backend] = {}
         for backend in self.backends:
             for cap in backend.capabilities():
-                seen.setdefault(cap, None)
-        return list(seen)
+                seen.setdefault(cap, backend)
+        self._capabilities = tuple(seen)
+        self._backend_by_cap = seen
 
     def models(self) -> list[ModelInfo]:
         return [m for backend in self.backends for m in backend.models()]
@@ -118,17 +126,18 @@ class Worker:
         return min(1.0, self.in_flight / self.limits.max_concurrency)
 
     def _backend_for(self, capability: str) -> Backend | None:
-        for backend in self.backends:
-            if capability in backend.capabilities():
-                return backend
-        return None
+        return self._backend_by_cap.get(capability)
 
     def _reject(self, code: str, msg: str, retry_after_ms: int | None = None) -> TaskRejected:
         self.rejections[code] += 1
         return TaskRejected(code=code, msg=msg, retry_after_ms=retry_after_ms)
 
-    def admit(self, offer: TaskOffer, peer: bytes) -> _Admission | TaskRejected:
-        offered = self.capabilities()
+    def admit(
+        self, offer: TaskOffer, peer: bytes, size_hint: int | None = None
+    ) -> _Admission | TaskRejected:
+        """Run ``offer`` (returning its slot) or say why not.  ``size_hint`` is an
+        upper bound of the encoded input's size (the task frame's), if known."""
+        offered = self._capabilities
         capability = best_match(offer.cap, offered)
         if capability is None:
             listing = ", ".join(offered) or "none"
@@ -144,10 +153,14 @@ class Worker:
                 "depth_exceeded",
                 f"task was delegated {offer.depth} times; the limit is {self.limits.max_depth}",
             )
-        try:
-            size = len(pack_value(offer.input))
-        except LocalProtocolError as exc:
-            return self._reject("bad_request", str(exc))
+        size = size_hint
+        if size is None or size > self.limits.max_input_bytes:
+            # The frame bounds the input; only encode the input when that bound
+            # does not settle it.
+            try:
+                size = len(pack_value(offer.input))
+            except LocalProtocolError as exc:
+                return self._reject("bad_request", str(exc))
         if size > self.limits.max_input_bytes:
             return self._reject(
                 "too_large", f"input of {size} bytes exceeds {self.limits.max_input_bytes}"

@@ -8,6 +8,7 @@ that encoding without importing libp2p, so the protocol core stays free of I/O.
 
 from __future__ import annotations
 
+import functools
 from typing import Final, Protocol
 
 import base58
@@ -77,8 +78,10 @@ def is_valid_peer_id(peer_id: object) -> bool:
     )
 
 
+@functools.lru_cache(maxsize=4096)
 def peer_id_to_text(peer_id: bytes) -> str:
-    """Base58btc, the form people see (``12D3KooW…``)."""
+    """Base58btc, the form people see (``12D3KooW…``).  Cached: base58 is pure
+    Python and the same few peers are named on every task."""
     return str(base58.b58encode(peer_id).decode("ascii"))
 
 

@@ -24,6 +24,7 @@ from llamanet.errors import (
     DecodeError,
     InvalidReceiptError,
     LocalProtocolError,
+    MessageTooLargeError,
     ProtocolError,
     RemoteProtocolError,
 )
@@ -105,11 +106,22 @@ class TaskSession:
 
     # -- sending ------------------------------------------------------------
 
-    def send(self, msg: Message) -> bytes:
-        """Check that we may send ``msg`` now and return its frame."""
+    def send(self, msg: Message, *, max_size: int | None = None) -> bytes:
+        """Check that we may send ``msg`` now and return its frame.
+
+        With ``max_size``, a message whose body is larger raises
+        :class:`MessageTooLargeError` and leaves the session as it was, so the
+        caller can send an error instead.
+        """
         self._check_usable()
         try:
             body = encode_message(msg)
+        except ProtocolError:
+            self.state = ERROR
+            raise
+        if max_size is not None and len(body) > max_size:
+            raise MessageTooLargeError(len(body), max_size)
+        try:
             self._transition(self.our_role, msg, body, LocalProtocolError)
         except ProtocolError:
             self.state = ERROR
