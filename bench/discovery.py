@@ -18,9 +18,9 @@ from typing import Any
 
 import trio
 
-from llamanet.backends.base import Chunk, Completion, TaskRequest
+from llamanet.backends.base import Backend, Chunk, Completion, TaskRequest
 from llamanet.backends.builtin import BuiltinBackend
-from llamanet.node.node import open_node
+from llamanet.node.node import Node, open_node
 from llamanet.protocol.records import ModelInfo
 
 from ._util import loopback_node_config
@@ -46,7 +46,7 @@ class ProbeSkill:
 
 async def measure(nodes: int, joins: int, base: Path) -> dict[str, Any]:
     async with AsyncExitStack() as stack:
-        swarm = []
+        swarm: list[Node] = []
         started = time.perf_counter()
         for i in range(nodes):
             boot = (swarm[0].addrs()[0],) if swarm else ()
@@ -63,7 +63,7 @@ async def measure(nodes: int, joins: int, base: Path) -> dict[str, Any]:
             capability = f"bench.probe{j}"
             t0 = time.perf_counter()
             config = loopback_node_config(base / f"join{j}", bootstrap=(swarm[1].addrs()[0],))
-            backends = [BuiltinBackend(), ProbeSkill(capability)]
+            backends: list[Backend] = [BuiltinBackend(), ProbeSkill(capability)]
             joiner = await stack.enter_async_context(open_node(config, backends=backends))
             with trio.fail_after(60):
                 for _attempt in range(100_000):  # bounded; fail_after ends it first

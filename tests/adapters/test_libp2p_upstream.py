@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import multiaddr
 import pytest
@@ -239,7 +240,8 @@ async def test_cancelling_a_running_host_leaks_its_connections(tmp_path: Path) -
         with trio.CancelScope() as scope:
             async with b.run([LOOPBACK]):
                 await b.connect(info_from_p2p_addr(a.get_addrs()[0]))
-                (conn,) = b.get_network().connections[a.get_id()]  # type: ignore[attr-defined]
+                swarm: Any = b.get_network()
+                (conn,) = swarm.connections[a.get_id()]
                 scope.cancel()
                 await trio.sleep(1)
         assert conn.event_closed.is_set()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
-from libp2p.kad_dht.value_store import make_signed_put_record
 from libp2p.peer.id import ID
+from libp2p.records.record import make_signed_put_record
 
 from llamanet.adapters.caps import CapsServer
 from llamanet.adapters.libp2p_host import (
@@ -61,8 +62,7 @@ def tamper(envelope: bytes) -> bytes:
 
 
 async def test_capability_found_through_the_dht_and_streamed(tmp_path: Path) -> None:
-    others = {"skills": ("text.stats",)}
-    per_node = {i: dict(others) for i in range(6)}
+    per_node: dict[int, dict[str, Any]] = {i: {"skills": ("text.stats",)} for i in range(6)}
     per_node[3] = {"skills": ("text.echo", "math.eval")}
     async with start_swarm(tmp_path, 6, chain=True, per_node=per_node) as nodes:
         asker, provider = nodes[5], nodes[3]
@@ -172,7 +172,7 @@ async def test_forged_expired_and_replayed_records_refused_on_the_direct_path(
 async def _raw_exchange(sender: Node, target: Node, data: bytes) -> list[Message]:
     stream = await open_stream(sender.host, target.peer_id, TASK_PROTOCOL)
     await stream.write(data)
-    decoder, messages = FrameDecoder(), []
+    decoder, messages = FrameDecoder(), list[Message]()
     with trio.fail_after(10):
         while True:
             chunk = await stream.read()

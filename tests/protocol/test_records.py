@@ -76,7 +76,7 @@ def test_cannot_sign_for_another_peer() -> None:
 
 def _tamper(envelope: bytes) -> bytes:
     fields = _protobuf.decode_fields(envelope)
-    payload = bytearray(fields[3])  # type: ignore[arg-type]
+    payload = bytearray(fields[3])
     payload[-1] ^= 1
     return (
         _protobuf.encode_bytes_field(1, fields[1])  # type: ignore[arg-type]
