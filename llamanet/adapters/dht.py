@@ -44,6 +44,7 @@ import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 from libp2p.kad_dht.pb.kademlia_pb2 import Record
+from libp2p.kad_dht.utils import sort_peer_ids_by_distance
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.records.validator import NamespacedValidator, Validator
@@ -68,9 +69,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Receivers drop ADD_PROVIDER beyond 10 per 10 s per sender (kad_dht.py
-# _provider_rate_max/_provider_rate_window); stay under it.
-PROVIDE_BURST: Final = 8
-PROVIDE_RATE: Final = 0.8
+# _provider_rate_max/_provider_rate_window).  A token bucket lets through at most
+# burst + 10 s * rate messages in any 10 s, which must stay below 10; each
+# announcement sends one ADD_PROVIDER to each receiver.
+PROVIDE_BURST: Final = 5
+PROVIDE_RATE: Final = 0.45
+# Queries in flight per round of a walk (the Kademlia spec's alpha), and how many
+# peers holding a provider list end a provider walk.
+ALPHA: Final = 3
+PROVIDER_QUORUM: Final = 3
+BUCKET_SIZE: Final = 20
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -196,11 +204,19 @@ class LlamanetDHT:
     def routing_table_peers(self) -> list[bytes]:
         return [bytes(p.to_bytes()) for p in self.kad.routing_table.get_peer_ids()]
 
-    async def refresh(self) -> None:
-        """Look ourselves up, which fills the routing table with our neighbourhood."""
+    async def refresh(self, *, full: bool = True) -> None:
+        """Look ourselves up, which fills the routing table with our neighbourhood;
+        ``full`` also looks up a random key in every non-empty bucket (upstream's
+        refresh), which costs a walk per bucket and is left to maintenance."""
         with trio.move_on_after(self.config.lookup_timeout):
             try:
-                await self.kad.peer_routing.refresh_routing_table()
+                if full:
+                    await self.kad.peer_routing.refresh_routing_table()
+                    return
+                me = self.host.get_id()
+                for peer in await self.kad.peer_routing.find_closest_peers_network(me.to_bytes()):
+                    if peer != me:
+                        await self.kad.add_peer(peer)
             except NETWORK_ERRORS as exc:
                 log.debug("routing table refresh failed: %r", exc)
 
@@ -292,45 +308,69 @@ class LlamanetDHT:
     async def provide(self, capabilities: Iterable[str]) -> list[str]:
         """Announce this node under each capability and its dotted prefixes, paced
         below receivers' rate limit.  Returns the keys (capability names) announced."""
-        names = list(dict.fromkeys(p for cap in capabilities for p in capability_prefixes(cap)))
-        async with self._provide_lock:
+        caps = list(capabilities)
+        # Exact names first: when pacing delays some announcements, searches for a
+        # full capability name (the common case) work soonest.
+        names = list(dict.fromkeys([*caps, *(p for cap in caps for p in capability_prefixes(cap))]))
+        async with self._provide_lock, trio.open_nursery() as nursery:
             for name in names:
                 await trio.sleep(self._provide_bucket.wait_time(trio.current_time()))
                 self._provide_bucket.try_take(trio.current_time())
-                key = provider_key_string(self.swarm, name)
-                with trio.move_on_after(self.config.lookup_timeout):
-                    await self.kad.provide(key)
-                # Keep upstream's 600 s maintenance loop from re-announcing every key
-                # at once (provider_store._republish_provider_records).
-                mh = self._provider_multihash(name)
-                self.kad.provider_store._last_republish[mh] = time.time()
+                nursery.start_soon(self._provide_one, name)
         return names
+
+    async def _provide_one(self, name: str) -> None:
+        with trio.move_on_after(self.config.lookup_timeout):
+            await self.kad.provide(provider_key_string(self.swarm, name))
+        # Keep upstream's 600 s maintenance loop from re-announcing every key at
+        # once (provider_store._republish_provider_records).
+        self.kad.provider_store._last_republish[self._provider_multihash(name)] = time.time()
 
     async def find_providers(self, capability: str, count: int = 20) -> list[PeerInfo]:
         """Peers announced under ``capability`` (deduplicated; local and remote),
-        never including ourselves.  Stops once ``count`` are known."""
+        never including ourselves.
+
+        One iterative walk with ``GET_PROVIDERS`` (whose answers also name closer
+        peers), ``ALPHA`` queries at a time from the closest known peers, until
+        ``count`` providers are known or ``PROVIDER_QUORUM`` peers answered with
+        providers (they hold the key's whole provider list) or no closer peer is
+        left.  Stock py-libp2p runs a full ``FIND_NODE`` walk first and then asks
+        every peer it found.
+        """
         mh = self._provider_multihash(capability)
         me = self.host.get_id()
+        store = self.kad.provider_store
         found: dict[ID, PeerInfo] = {
-            info.peer_id: info
-            for info in self.kad.provider_store.get_providers(mh)
-            if info.peer_id != me
+            info.peer_id: info for info in store.get_providers(mh) if info.peer_id != me
         }
-        peers = await self._closest(mh)
-        async with trio.open_nursery() as nursery:
+        candidates = set(self.kad.routing_table.find_local_closest_peers(mh, BUCKET_SIZE))
+        if len(candidates) < BUCKET_SIZE:
+            candidates.update(self.host.get_connected_peers())
+        candidates.discard(me)
+        queried: set[ID] = set()
+        answered = 0
 
-            async def query(peer: ID) -> None:
-                with trio.move_on_after(self.config.rpc_timeout):
-                    store = self.kad.provider_store
-                    providers, _ = await store._get_providers_from_peer_with_closers(peer, mh)
-                    for info in providers:
-                        if info.peer_id != me and (info.addrs or info.peer_id not in found):
-                            found[info.peer_id] = info
-                    if len(found) >= count:
-                        nursery.cancel_scope.cancel()
+        async def query(peer: ID) -> None:
+            nonlocal answered
+            with trio.move_on_after(self.config.rpc_timeout):
+                providers, closer = await store._get_providers_from_peer_with_closers(peer, mh)
+                if providers:
+                    answered += 1
+                for info in providers:
+                    if info.peer_id != me and (info.addrs or info.peer_id not in found):
+                        found[info.peer_id] = info
+                candidates.update(p for p in closer if p != me)
 
-            for peer in peers:
-                nursery.start_soon(query, peer)
+        with trio.move_on_after(self.config.lookup_timeout):
+            while len(found) < count and answered < PROVIDER_QUORUM:
+                ordered = sort_peer_ids_by_distance(mh, list(candidates - queried))
+                batch = ordered[:ALPHA]
+                if not batch:
+                    break
+                queried.update(batch)
+                async with trio.open_nursery() as nursery:
+                    for peer in batch:
+                        nursery.start_soon(query, peer)
         return list(found.values())[:count]
 
     def _provider_multihash(self, capability: str) -> bytes:

@@ -178,6 +178,8 @@ class Node:
         self.host.set_stream_handler(CAPS_PROTOCOL, self._on_caps_stream)
         self._inbound_streams: Counter[bytes] = Counter()
         self._record: SignedRecord | None = None
+        self._provided_caps: tuple[str, ...] = ()
+        self._provided_at = 0.0
         self._pow_nonce = b""
         self._running = False
         self.started_at = 0.0
@@ -273,16 +275,33 @@ class Node:
 
     async def publish(self) -> SignedRecord:
         """Sign a fresh record, store it in the DHT and announce our capabilities."""
-        self._record = self._sign_record()
-        stored = await self.dht.put_record(self._record)
-        announced = await self.dht.provide(self._record.record.caps)
+        record = self._record = self._sign_record()
+        stored: list[int] = []
+        announced: list[str] = []
+
+        async def put() -> None:
+            stored.append(await self.dht.put_record(record))
+
+        async def provide() -> None:
+            # Provider records live 48 h on receivers and announcing is paced, so
+            # they are renewed every record_ttl or when our capabilities change,
+            # not at every republish.
+            caps = record.record.caps
+            now = self.clock()
+            if caps != self._provided_caps or now - self._provided_at >= self.config.record_ttl:
+                announced.extend(await self.dht.provide(caps))
+                self._provided_caps, self._provided_at = caps, now
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(put)
+            nursery.start_soon(provide)
         log.info(
             "published record seq %d to %d peers; provided %d keys",
-            self._record.seq,
-            stored,
+            record.seq,
+            stored[0],
             len(announced),
         )
-        return self._record
+        return record
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -351,7 +370,7 @@ class Node:
             for peer in self.bootstrap_peers:
                 nursery.start_soon(reach, peer)
         if self.bootstrap_peers:
-            await self.dht.refresh()
+            await self.dht.refresh(full=False)
             log.info(
                 "bootstrap: reached %d of %d peers; routing table has %d",
                 reached,

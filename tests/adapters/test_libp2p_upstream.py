@@ -31,7 +31,13 @@ from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from libp2p.records.validator import NamespacedValidator
 from libp2p.tools.anyio_service import background_trio_service
 
-from llamanet.adapters.dht import CapsValidator, LlamanetDHT, lookup_target
+from llamanet.adapters.dht import (
+    PROVIDE_BURST,
+    PROVIDE_RATE,
+    CapsValidator,
+    LlamanetDHT,
+    lookup_target,
+)
 from llamanet.adapters.libp2p_host import (
     KAD_PROTOCOL,
     UPSTREAM_KAD_PROTOCOL,
@@ -175,6 +181,18 @@ async def test_put_value_reports_success_when_every_replica_refused() -> None:
         assert replica.value_store.get(key.encode()) is None
 
 
+async def test_our_put_counts_the_replicas_that_accepted(tmp_path: Path) -> None:
+    async with start_swarm(tmp_path, 3) as (a, b, c):
+        assert await a.dht.put_record(a.record) == 2
+        strict = NamespacedValidator(
+            {"llamanet": CapsValidator(RecordPolicy(pow_difficulty=40))}, strict_validation=True
+        )
+        for node in (b, c):
+            node.dht.kad.validator = strict
+        await a.publish()  # a fresh seq, which both replicas now refuse
+        assert await a.dht.put_record(a.record) == 0
+
+
 async def test_find_node_refuses_long_keys_so_records_use_a_multihash_target(
     tmp_path: Path,
 ) -> None:
@@ -192,6 +210,7 @@ async def test_find_node_refuses_long_keys_so_records_use_a_multihash_target(
         assert len(holders) >= 3
 
 
+@pytest.mark.slow
 async def test_add_provider_rate_limit_and_our_pacing(tmp_path: Path) -> None:
     source = inspect.getsource(kad_module.KadDHT.__init__)
     assert "self._provider_rate_max = 10" in source
@@ -202,6 +221,17 @@ async def test_add_provider_rate_limit_and_our_pacing(tmp_path: Path) -> None:
             assert await sender.provide(f"{i:02x}" * 17)  # reports success every time
         await trio.sleep(0.2)
         assert receiver.provider_store.size() == 10  # two were silently dropped
+    # Our pacing never lets more than 10 through in any 10 s window...
+    assert PROVIDE_BURST + 10 * PROVIDE_RATE < 10
+    # ...so 11 announcements all arrive (this takes ~13 s of real time).
+    async with stock_dhts(2) as (receiver, sender):
+        await sender.add_peer(receiver.host.get_id())
+        ours = LlamanetDHT(sender.host, CapsValidator(RecordPolicy()), swarm="pace")
+        ours.kad = sender
+        names = [f"c{i}" for i in range(11)]
+        await ours.provide(names)
+        await trio.sleep(0.2)
+        assert receiver.provider_store.size() == 11
 
 
 async def test_find_providers_local_shortcut_and_duplicates(tmp_path: Path) -> None:
@@ -215,6 +245,11 @@ async def test_find_providers_local_shortcut_and_duplicates(tmp_path: Path) -> N
         asker.dht.kad.provider_store.add_provider(mh, PeerInfo(ID(nodes[0].peer_id), []))
         stock = await asker.dht.kad.provider_store.find_providers(mh)
         assert [p.peer_id for p in stock] == [ID(nodes[0].peer_id)]
+        # With nothing local, stock find_providers goes to the network and returns
+        # the provider once per peer that stores it.
+        asker.dht.kad.provider_store.providers.pop(mh, None)
+        stock = await asker.dht.kad.provider_store.find_providers(mh)
+        assert len(stock) > len({p.peer_id for p in stock})
         ours = await asker.dht.find_providers("math.eval")
         ids = [p.peer_id for p in ours]
         assert len(ids) == len(set(ids))
