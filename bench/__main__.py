@@ -38,7 +38,7 @@ def run(name: str) -> dict[str, Any]:
 
 def render(results: dict[str, dict[str, Any]]) -> str:
     rtt, disc, rss = results["task_rtt"], results["discovery"], results["idle_rss"]
-    ours, floor = rtt["llamanet"], rtt["raw_tcp_msgpack"]
+    ours, floor, p2p = rtt["llamanet"], rtt["raw_tcp_msgpack"], rtt["raw_libp2p_stream"]
     lines = [
         "# Benchmark results",
         "",
@@ -57,6 +57,8 @@ def render(results: dict[str, dict[str, Any]]) -> str:
         "|---|---|---|---|",
         f"| llamanet | {ours['p50_ms']:.3f} ms | {ours['p99_ms']:.3f} ms"
         f" | {ours['per_s_32']:.0f}/s |",
+        f"| bare py-libp2p stream, same framing | {p2p['p50_ms']:.3f} ms"
+        f" | {p2p['p99_ms']:.3f} ms | {p2p['per_s_32']:.0f}/s |",
         f"| raw TCP + msgpack | {floor['p50_ms']:.3f} ms | {floor['p99_ms']:.3f} ms"
         f" | {floor['per_s_32']:.0f}/s |",
         "",
@@ -64,9 +66,11 @@ def render(results: dict[str, dict[str, Any]]) -> str:
         "",
         "## Discovery (`bench/discovery.py`)",
         "",
-        f"{disc['nodes']}-node swarm in one process; time from a new node's start until "
-        f"another node finds its capability: median {disc['median_s']:.3f} s, "
-        f"max {disc['max_s']:.3f} s over {len(disc['findable_after_start_s'])} joins.",
+        f"{disc['nodes']} `llamanet node` daemons, one process each; time from a new "
+        f"daemon's process start until another node finds its capability: median "
+        f"{disc['median_s']:.2f} s, max {disc['max_s']:.2f} s over "
+        f"{len(disc['findable_after_start_s'])} joins (the new daemon itself is ready "
+        f"after a median {disc['median_ready_s']:.2f} s, most of it Python start-up).",
         "",
         "## Idle daemon (`bench/idle_rss.py`)",
         "",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -179,3 +180,20 @@ def test_bad_bootstrap_file_names_the_line(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"{bad}:3" in result.stderr
     assert "lacks the /p2p/<peer id> part" in result.stderr
+
+
+def test_a_killed_daemon_is_reported_not_hung_on(tmp_path: Path) -> None:
+    # A daemon killed with SIGKILL leaves its api.json behind.
+    home = tmp_path / "dead"
+    home.mkdir()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (home / "api.json").write_text(
+        json.dumps({"url": f"http://127.0.0.1:{port}", "token": "t", "pid": 1, "peer_id": "x"})
+    )
+    started = time.monotonic()
+    result = run("--home", str(home), "status", check=False)
+    assert result.returncode == 1
+    assert "is not answering" in result.stderr
+    assert time.monotonic() - started < 15
