@@ -11,19 +11,12 @@ from typing import Any
 from llamanet.api.client import ApiClient
 from llamanet.errors import DaemonError
 from llamanet.node.config import NodeConfig
+from llamanet.testing import loopback_config
 
 
 def loopback_node_config(home: Path, **overrides: Any) -> NodeConfig:
-    """A node on 127.0.0.1 with mDNS off and no shipped bootstrap list."""
-    fields: dict[str, Any] = {
-        "home": home,
-        "listen": ("/ip4/127.0.0.1/tcp/0",),
-        "mdns": False,
-        "bootstrap_file": home.parent / f"{home.name}-no-bootstrap.toml",
-        "log_level": "warning",
-    }
-    fields.update(overrides)
-    return NodeConfig(**fields)
+    """:func:`llamanet.testing.loopback_config`, logging only warnings."""
+    return loopback_config(home, **{"log_level": "warning", **overrides})
 
 
 def percentile(samples: Sequence[float], pct: float) -> float:

@@ -11,20 +11,8 @@ from typing import Any
 import trio
 
 from llamanet.backends.base import Backend
-from llamanet.node.config import NodeConfig
 from llamanet.node.node import Node, open_node
-
-
-def loopback_config(home: Path, **overrides: Any) -> NodeConfig:
-    fields: dict[str, Any] = {
-        "home": home,
-        "listen": ("/ip4/127.0.0.1/tcp/0",),
-        "mdns": False,
-        # A path that does not exist: no shipped bootstrap peers in tests.
-        "bootstrap_file": home.parent / f"{home.name}-no-bootstrap.toml",
-    }
-    fields.update(overrides)
-    return NodeConfig(**fields)
+from llamanet.testing import loopback_config
 
 
 @asynccontextmanager

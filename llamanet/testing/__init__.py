@@ -1,0 +1,27 @@
+"""Helpers shared by the test suite, the benchmarks and simnet.
+
+Nodes made here listen on loopback only and never use mDNS: they are meant for
+the machine's root network namespace, where multicast is off limits.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from llamanet.node.config import NodeConfig
+
+__all__ = ["loopback_config"]
+
+
+def loopback_config(home: Path, **overrides: Any) -> NodeConfig:
+    """A node on 127.0.0.1 (any free port), mDNS off, ignoring the shipped bootstrap
+    list (it points at a file that does not exist)."""
+    fields: dict[str, Any] = {
+        "home": home,
+        "listen": ("/ip4/127.0.0.1/tcp/0",),
+        "mdns": False,
+        "bootstrap_file": home.parent / f"{home.name}-no-bootstrap.toml",
+    }
+    fields.update(overrides)
+    return NodeConfig(**fields)
