@@ -6,6 +6,10 @@ import pytest
 import trio.testing
 from hypothesis import HealthCheck, settings
 
+# Any node a test starts in this (root) network namespace must have mDNS off; the
+# mDNS adapter refuses to start here while this is set (see llamanet/adapters/mdns.py).
+os.environ["LLAMANET_MDNS_GUARD"] = "1"
+
 settings.register_profile(
     "ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )

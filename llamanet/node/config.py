@@ -16,6 +16,8 @@ from typing import Any, Final, get_args, get_origin, get_type_hints
 
 import platformdirs
 
+from llamanet.discovery.liveness import DEFAULT_INTERVAL, DEFAULT_MAX_FAILURES, DEFAULT_TIMEOUT
+from llamanet.discovery.mdns_records import DEFAULT_SERVICE, normalize_service
 from llamanet.errors import ConfigError, LocalProtocolError
 from llamanet.protocol.capabilities import validate_capability, validate_swarm_name
 from llamanet.protocol.codec import DEFAULT_MAX_FRAME_SIZE
@@ -57,7 +59,16 @@ class NodeConfig:
     bootstrap_file: Path | None = None
     """Defaults to ``$home/bootstrap_peers.toml`` if present, else the shipped file."""
     mdns: bool = True
-    """Find peers on the LAN by mDNS (turned off by tests; see the LAN issue)."""
+    """Find peers on the LAN by mDNS (tests turn it off outside network namespaces)."""
+    mdns_service: str = DEFAULT_SERVICE
+    """mDNS service name: ``_llamanet._udp.local`` keeps other libp2p apps out of the
+    swarm; ``_p2p._udp.local`` (the libp2p spec's) lets generic libp2p tools see us."""
+    liveness_interval: float = DEFAULT_INTERVAL
+    """Seconds between pings of peers met on the LAN or connected directly."""
+    liveness_timeout: float = DEFAULT_TIMEOUT
+    """Seconds a liveness ping may take."""
+    liveness_max_failures: int = DEFAULT_MAX_FAILURES
+    """Failed pings in a row after which a peer is dropped."""
     skills: tuple[str, ...] | None = None
     """Built-in skills to serve; ``None`` serves all of them."""
     swarm: str = DEFAULT_SWARM
@@ -92,6 +103,12 @@ class NodeConfig:
                 validate_capability(skill)
         except LocalProtocolError as exc:
             raise ConfigError(str(exc)) from exc
+        try:
+            object.__setattr__(self, "mdns_service", normalize_service(self.mdns_service))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        if self.liveness_max_failures < 1:
+            raise ConfigError("liveness_max_failures must be at least 1")
         if not self.listen:
             raise ConfigError("at least one listen address is required")
         if not 0 <= self.pow_difficulty <= MAX_POW_DIFFICULTY:
@@ -106,6 +123,8 @@ class NodeConfig:
             "max_streams_per_peer",
             "refresh_interval",
             "stream_idle_timeout",
+            "liveness_interval",
+            "liveness_timeout",
         )
         for name in positive:
             if not getattr(self, name) > 0:  # "not >" also refuses NaN

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any, Final
 import multiaddr
 import trio
 from libp2p.abc import INetConn, INetStream, INetwork, INotifee
+from libp2p.host.ping import ID as PING_PROTOCOL
+from libp2p.host.ping import perform_ping_roundtrip
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
@@ -40,12 +42,15 @@ from llamanet.adapters.libp2p_host import (
     open_stream,
     peer_of,
 )
+from llamanet.adapters.mdns import MdnsDiscovery, MdnsEvent, PeerGone
 from llamanet.adapters.stream import ByteStream
 from llamanet.adapters.task_client import StreamPool, TaskClient
 from llamanet.adapters.task_server import ServerLimits, TaskServer
 from llamanet.backends.base import Backend
 from llamanet.backends.builtin import BuiltinBackend
 from llamanet.discovery.bootstrap import BootstrapPeer, parse_bootstrap_file, parse_peer_addr
+from llamanet.discovery.liveness import LivenessConfig, LivenessTable
+from llamanet.discovery.mdns_records import MdnsPeer, new_peer_name
 from llamanet.discovery.registry import Registry
 from llamanet.errors import (
     ConfigError,
@@ -180,6 +185,19 @@ class Node:
         self._record: SignedRecord | None = None
         self._provided_caps: tuple[str, ...] = ()
         self._provided_at = 0.0
+        self.liveness = LivenessTable(
+            LivenessConfig(
+                interval=config.liveness_interval,
+                timeout=config.liveness_timeout,
+                max_failures=config.liveness_max_failures,
+            )
+        )
+        self.mdns: MdnsDiscovery | None = None
+        self._mdns_instances: dict[str, bytes] = {}
+        self._not_llamanet: set[bytes] = set()
+        """Peers that turned out not to speak the task protocol: never retried."""
+        self._departed: dict[bytes, float] = {}
+        """Peers seen leaving, and when; their DHT records are not trusted as alive."""
         self._pow_nonce = b""
         self._running = False
         self.started_at = 0.0
@@ -320,6 +338,9 @@ class Node:
                 nursery.start_soon(self._add_connected_peers, connections_recv)
                 nursery.start_soon(self._publish_loop)
                 nursery.start_soon(self._maintenance_loop)
+                nursery.start_soon(self._liveness_loop)
+                if self.config.mdns:
+                    await self._start_mdns(nursery)
                 task_status.started()
                 try:
                     await trio.sleep_forever()
@@ -478,7 +499,12 @@ class Node:
         """Ask ``peer`` directly for its record (the direct path) and verify it."""
         stream = await open_stream(self.host, peer, CAPS_PROTOCOL)
         envelope = await fetch_record_bytes(stream)
-        return self.accept_record(envelope, source="direct", expected_peer=peer)
+        signed = self.accept_record(envelope, source="direct", expected_peer=peer)
+        # We just talked to it: watch it, so that it leaves the candidates quickly
+        # if it goes away.
+        if peer not in self.liveness:
+            self.liveness.watch(peer, trio.current_time())
+        return signed
 
     async def lookup_record(self, peer: bytes) -> SignedRecord | None:
         """The peer's newest record from the DHT (the DHT path), verified and held."""
@@ -501,9 +527,12 @@ class Node:
         with trio.move_on_after(FIND_FETCH_TIMEOUT):
             try:
                 await self.fetch_record(peer)
+                self._departed.pop(peer, None)
                 return
             except (TransportError, RemoteProtocolError, RecordError) as exc:
                 log.debug("direct record fetch from %s failed: %s", info.peer_id, exc)
+        if peer in self._departed:
+            return  # its DHT record outlives it; only the peer itself brings it back
         with trio.move_on_after(FIND_FETCH_TIMEOUT):
             try:
                 await self.lookup_record(peer)
@@ -530,6 +559,117 @@ class Node:
             r for r in self.registry.find(capability, now=self.clock()) if r.peer != self.peer_id
         ]
         return found[:limit]
+
+    # -- LAN discovery and liveness ---------------------------------------------------------
+
+    async def _start_mdns(self, nursery: trio.Nursery) -> None:
+        self.mdns = MdnsDiscovery(
+            self.config.mdns_service, new_peer_name(), self.peer_id, self.addrs
+        )
+        send, receive = trio.open_memory_channel[MdnsEvent](256)
+        await nursery.start(self.mdns.run, send)
+        nursery.start_soon(self._on_mdns_events, receive, nursery)
+
+    async def _on_mdns_events(
+        self, events: trio.MemoryReceiveChannel[MdnsEvent], nursery: trio.Nursery
+    ) -> None:
+        async with events:
+            async for event in events:
+                if isinstance(event, PeerGone):
+                    peer = self._mdns_instances.pop(event.instance, None)
+                    if peer is not None:
+                        self._on_departed(peer, "said goodbye on mDNS")
+                    continue
+                found = event.peer
+                self._mdns_instances[found.instance] = found.peer_id
+                if found.peer_id in self._not_llamanet:
+                    continue
+                if found.peer_id in self.liveness and not self.liveness.is_suspect(found.peer_id):
+                    continue
+                nursery.start_soon(self._meet_lan_peer, found)
+
+    async def _meet_lan_peer(self, found: MdnsPeer) -> None:
+        """Connect to a peer announced on the LAN, check it speaks llamanet, fetch and
+        verify its record, and add it to the DHT routing table."""
+        peer = found.peer_id
+        addrs = [multiaddr.Multiaddr(a) for a in found.addrs]
+        self._remember_addrs(peer, addrs)
+        with trio.move_on_after(BOOTSTRAP_TIMEOUT):
+            try:
+                await self.host.connect(PeerInfo(ID(peer), addrs))
+            except NETWORK_ERRORS as exc:
+                log.info("mDNS peer %s unreachable: %s", ID(peer), exc)
+                return
+            if not await self._speaks_llamanet(peer):
+                self._not_llamanet.add(peer)
+                log.info("mDNS peer %s does not speak %s; ignoring it", ID(peer), TASK_PROTOCOL)
+                with contextlib.suppress(*NETWORK_ERRORS):
+                    await self.host.disconnect(ID(peer))
+                return
+            try:
+                signed = await self.fetch_record(peer)
+            except (TransportError, RemoteProtocolError, RecordError) as exc:
+                log.info("record of mDNS peer %s refused: %s", ID(peer), exc)
+                return
+            self.registry.offer(signed, now=self.clock(), source="mdns")
+            await self.dht.add_peer(peer)
+            self.liveness.watch(peer, trio.current_time())
+            self._departed.pop(peer, None)
+            log.info("met %s on the LAN (%s)", ID(peer), ", ".join(signed.record.caps))
+
+    async def _speaks_llamanet(self, peer: bytes) -> bool:
+        """Wait (briefly) for identify, then check the peer offers our task protocol.
+        A peer whose protocols stay unknown gets the benefit of the doubt."""
+        store = self.host.get_peerstore()
+        for _ in range(40):
+            try:
+                protocols = store.get_protocols(ID(peer))
+            except NETWORK_ERRORS:
+                protocols = []
+            if protocols:
+                return TASK_PROTOCOL in protocols
+            await trio.sleep(0.05)
+        return True
+
+    async def _liveness_loop(self) -> None:
+        async with trio.open_nursery() as nursery:
+            while True:
+                now = trio.current_time()
+                for peer in self.liveness.due(now):
+                    nursery.start_soon(self._ping, peer)
+                next_at = self.liveness.next_due_at()
+                wait = 1.0 if next_at is None else min(1.0, max(0.05, next_at - now))
+                await trio.sleep(wait)
+
+    async def _ping(self, peer: bytes) -> None:
+        ok = False
+        with trio.move_on_after(self.liveness.config.timeout):
+            try:
+                stream = await self.host.new_stream(ID(peer), [PING_PROTOCOL])
+                try:
+                    await perform_ping_roundtrip(stream)
+                    ok = True
+                finally:
+                    with contextlib.suppress(*NETWORK_ERRORS):
+                        await stream.close()
+            except (*NETWORK_ERRORS, ValueError) as exc:
+                log.debug("ping of %s failed: %r", ID(peer), exc)
+        now = trio.current_time()
+        if ok:
+            self.liveness.ping_succeeded(peer, now)
+        elif self.liveness.ping_failed(peer, now):
+            self._on_departed(peer, f"no answer to {self.liveness.config.max_failures} pings")
+
+    def _on_departed(self, peer: bytes, why: str) -> None:
+        """Forget a peer that left: it stops being a candidate at once."""
+        self._departed[peer] = self.clock()
+        self.liveness.unwatch(peer)
+        removed = self.registry.remove(peer)
+        with contextlib.suppress(KeyError, ValueError):
+            self.dht.kad.routing_table.remove_peer(ID(peer))
+        for instance in [i for i, p in self._mdns_instances.items() if p == peer]:
+            del self._mdns_instances[instance]
+        log.info("peer %s left (%s)%s", ID(peer), why, "" if removed else "; it had no record")
 
     # -- tasks -------------------------------------------------------------------------------
 

@@ -34,6 +34,10 @@ listen = ["/ip4/127.0.0.1/tcp/4200", "/ip6/::1/tcp/4200"]
 bootstrap = ["/ip4/192.0.2.1/tcp/4101/p2p/12D3KooWK99VoVxNE7XzyBwXEzW7xhK7Gpv85r9F3V3fyKSUKPH5"]
 bootstrap_file = "~/peers.toml"
 mdns = false
+mdns_service = "_p2p._udp.local"
+liveness_interval = 2.5
+liveness_timeout = 1
+liveness_max_failures = 4
 skills = ["text.echo", "math.eval"]
 swarm = "lab-2"
 pow_difficulty = 12
@@ -124,6 +128,10 @@ def test_load_config_reads_every_key(tmp_path: Path, monkeypatch: pytest.MonkeyP
         ),
         bootstrap_file=tmp_path / "peers.toml",
         mdns=False,
+        mdns_service="_p2p._udp.local.",
+        liveness_interval=2.5,
+        liveness_timeout=1.0,
+        liveness_max_failures=4,
         skills=("text.echo", "math.eval"),
         swarm="lab-2",
         pow_difficulty=12,
