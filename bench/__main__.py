@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["task_rtt", "discovery", "idle_rss"]
+BENCHMARKS = ["task_rtt", "discovery", "lan", "idle_rss"]
 
 
 def run(name: str) -> dict[str, Any]:
@@ -72,12 +72,28 @@ def render(results: dict[str, dict[str, Any]]) -> str:
         f"{len(disc['findable_after_start_s'])} joins (the new daemon itself is ready "
         f"after a median {disc['median_ready_s']:.2f} s, most of it Python start-up).",
         "",
+        "## LAN discovery (`bench/lan.py`)",
+        "",
+        _lan_line(results["lan"]),
+        "",
         "## Idle daemon (`bench/idle_rss.py`)",
         "",
         f"RSS after {rss['settle_s']:.0f} s idle: {rss['rss_mib']:.1f} MiB.",
         "",
     ]
     return "\n".join(lines)
+
+
+def _lan_line(lan: dict[str, Any]) -> str:
+    if "skipped" in lan:
+        return f"Skipped: {lan['skipped']}."
+    return (
+        f"{lan['nodes']} nodes in network namespaces on one bridge, mDNS only: a (re)started "
+        f"node's verified record is held by every other node after median "
+        f"{lan['median_s']:.2f} s, max {lan['max_s']:.2f} s "
+        f"({len(lan['start_to_record_held_s'])} samples); a node killed with SIGKILL is "
+        f"dropped after median {lan['drop_median_s']:.1f} s, max {lan['drop_max_s']:.1f} s."
+    )
 
 
 def main() -> None:

@@ -240,6 +240,7 @@ def node_config_from(args: argparse.Namespace) -> NodeConfig:
         bootstrap=config.bootstrap + tuple(args.bootstrap) if args.bootstrap else None,
         bootstrap_file=args.bootstrap_file,
         mdns=False if args.no_mdns else None,
+        mdns_service=args.mdns_service,
         skills=skills,
         swarm=args.swarm,
         pow_difficulty=args.pow_difficulty,
@@ -305,6 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     node.add_argument("--bootstrap-file", type=Path, help="bootstrap peers TOML file")
     node.add_argument("--no-mdns", action="store_true", help="do not use mDNS on the LAN")
+    node.add_argument(
+        "--mdns-service",
+        metavar="NAME",
+        help="mDNS service name (default _llamanet._udp.local; _p2p._udp.local is the "
+        "libp2p spec's, seen by other libp2p apps)",
+    )
     node.add_argument(
         "--skills",
         action="append",

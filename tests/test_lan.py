@@ -7,10 +7,10 @@ made.  All multicast stays inside the namespaces this test creates.
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,88 +20,33 @@ from pathlib import Path
 
 import pytest
 
+from llamanet.testing.lan import ROOT, LanNodes, node_env
 from llamanet.testing.netns import VirtualLan, netns_available
 
-ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 UNAVAILABLE = netns_available()
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(UNAVAILABLE is not None, reason=f"needs network namespaces: {UNAVAILABLE}"),
 ]
-LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \S+\s+\S+: (.*)$")
-
-
-def node_env() -> dict[str, str]:
-    # The guard refuses mDNS in the root namespace; these nodes run in their own.
-    return {k: v for k, v in os.environ.items() if k != "LLAMANET_MDNS_GUARD"}
-
-
-class Lan:
-    def __init__(self, lan: VirtualLan, base: Path) -> None:
-        self.lan = lan
-        self.base = base
-        self.procs: dict[int, subprocess.Popen[bytes]] = {}
-
-    def start(self, i: int) -> None:
-        log = open(self.base / f"n{i}.log", "a")  # noqa: SIM115 - handed to the process
-        self.procs[i] = self.lan.popen(
-            i,
-            [PY, "-m", "llamanet", "node", "--home", str(self.base / f"n{i}"),
-             "--listen", "/ip4/0.0.0.0/tcp/4101", "--log-level", "info",
-             "--bootstrap-file", str(self.base / "none.toml")],
-            stdout=log, cwd=ROOT, env=node_env(),
-        )  # fmt: skip
-        log.close()
-
-    def cli(self, i: int, *args: str) -> subprocess.CompletedProcess[str]:
-        return self.lan.run(i, [PY, "-m", "llamanet", "--home", str(self.base / f"n{i}"), *args],
-                            cwd=ROOT, env=node_env(), timeout=60)  # fmt: skip
-
-    def peer_id(self, i: int) -> str:
-        return self.cli(i, "id").stdout.strip()
-
-    def events(self, i: int) -> list[tuple[float, str]]:
-        out = []
-        for line in (self.base / f"n{i}.log").read_text().splitlines():
-            match = LINE.match(line)
-            if match:
-                stamp = datetime.datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f")
-                out.append((stamp.timestamp(), match.group(2)))
-        return out
-
-    def first(self, i: int, needle: str, after: float = 0.0) -> float | None:
-        for stamp, text in self.events(i):
-            if stamp >= after and needle in text:
-                return stamp
-        return None
-
-    def wait_for(self, i: int, needle: str, after: float, timeout: float) -> float:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            stamp = self.first(i, needle, after)
-            if stamp is not None:
-                return stamp
-            time.sleep(0.2)
-        raise AssertionError(f"node {i} never logged {needle!r} within {timeout} s")
 
 
 @pytest.fixture
-def lan(tmp_path: Path) -> Iterator[Lan]:
+def lan(tmp_path: Path) -> Iterator[LanNodes]:
     with VirtualLan(3) as virtual:
-        yield Lan(virtual, tmp_path)
+        yield LanNodes(virtual, tmp_path)
     leftover = [n for n in [*virtual.names, virtual.hub] if Path(f"/run/netns/{n}").exists()]
     assert not leftover, f"namespaces left behind: {leftover}"
 
 
-def test_three_nodes_find_each_other_and_drop_leavers(lan: Lan) -> None:
+def test_three_nodes_find_each_other_and_drop_leavers(lan: LanNodes) -> None:
     ids = {}
     for i in range(3):
         lan.start(i)
     for i in range(3):
-        lan.wait_for(i, "proof of work", 0, 30)
+        lan.wait_for(i, "starting node", 0, 30)
         ids[i] = lan.peer_id(i)
-    started = {i: lan.first(i, "proof of work") or 0.0 for i in range(3)}
+    started = {i: lan.first(i, "starting node") or 0.0 for i in range(3)}
 
     # Each node holds each other's verified record within 5 s of that node's start.
     for i in range(3):
@@ -143,3 +88,75 @@ def test_three_nodes_find_each_other_and_drop_leavers(lan: Lan) -> None:
     lan.start(2)
     lan.wait_for(0, f"met {ids[2]} on the LAN", back_at, 20)
     assert lan.cli(0, "ask", "math.eval", "1+1").stdout.strip() == "2"
+
+
+JS_DIR = Path(__file__).resolve().parent / "js"
+JS_CACHE = (
+    Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "llamanet-tests" / "js-mdns"
+)
+
+
+def js_peer_ready() -> str | None:
+    """Install the pinned js-libp2p packages once (cached); ``None`` or why not."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        return "node and npm are not installed"
+    JS_CACHE.mkdir(parents=True, exist_ok=True)
+    manifest = (JS_DIR / "package.json").read_text()
+    stamp = JS_CACHE / "installed-from.json"
+    if not (stamp.exists() and stamp.read_text() == manifest):
+        (JS_CACHE / "package.json").write_text(manifest)
+        result = subprocess.run(
+            ["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=JS_CACHE, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        if result.returncode != 0:
+            return f"npm install failed: {result.stderr.strip()[-300:]}"
+        stamp.write_text(manifest)
+    shutil.copy(JS_DIR / "mdns_peer.mjs", JS_CACHE / "mdns_peer.mjs")
+    return None
+
+
+def test_interop_with_js_libp2p_mdns_both_ways(tmp_path: Path) -> None:
+    reason = js_peer_ready()
+    if reason is not None:
+        pytest.skip(f"js-libp2p peer unavailable: {reason}")
+    with VirtualLan(2) as virtual:
+        lan = LanNodes(virtual, tmp_path)
+        js_out = open(tmp_path / "js.jsonl", "w")  # noqa: SIM115 - handed to the process
+        js = virtual.popen(1, ["node", str(JS_CACHE / "mdns_peer.mjs"), "_p2p._udp.local", "25"],
+                           stdout=js_out, cwd=JS_CACHE)  # fmt: skip
+        js_out.close()
+        log = open(tmp_path / "n0.log", "w")  # noqa: SIM115 - handed to the process
+        virtual.popen(
+            0,
+            [PY, "-m", "llamanet", "node", "--home", str(tmp_path / "n0"),
+             "--listen", "/ip4/0.0.0.0/tcp/4101", "--log-level", "info",
+             "--mdns-service", "_p2p._udp.local",
+             "--bootstrap-file", str(tmp_path / "none.toml")],
+            stdout=log, cwd=ROOT, env=node_env(),
+        )  # fmt: skip
+        log.close()
+        ours = lan.wait_for(0, "starting node", 0, 30)
+        our_id = lan.peer_id(0)
+        deadline = time.time() + 20
+        js_id, discovered = None, False
+        while time.time() < deadline and not discovered:
+            time.sleep(0.3)
+            for line in (tmp_path / "js.jsonl").read_text().splitlines():
+                event = json.loads(line)
+                if event["event"] == "started":
+                    js_id = event["id"]
+                elif event["event"] == "discovered" and event["id"] == our_id:
+                    discovered = True
+                    assert any(a.startswith("/ip4/10.213.") for a in event["addrs"])
+        assert discovered, "js-libp2p never discovered the llamanet node"
+        assert js_id is not None
+        # ...and we resolved it from its PTR + TXT answer alone (js-libp2p sends no
+        # SRV or A records), with its LAN address and without its loopback one.
+        lan.wait_for(0, f"mDNS: found {js_id} at /ip4/10.213.1.11/tcp/", ours, 20)
+        found = [t for _, t in lan.events(0) if f"mDNS: found {js_id}" in t]
+        assert "/ip4/127.0.0.1" not in found[0]
+        time.sleep(3)  # the js peer answers its own queries every second...
+        found = [t for _, t in lan.events(0) if f"mDNS: found {js_id}" in t]
+        assert len(found) == 1  # ...and we do not chase it again
+        js.wait(timeout=40)

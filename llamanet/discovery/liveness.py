@@ -9,6 +9,7 @@ good ping (interval + up to three timeouts and two short retries).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Final
 
@@ -30,8 +31,11 @@ class LivenessConfig:
     """Consecutive failures after which a peer is gone."""
 
     def __post_init__(self) -> None:
-        if min(self.interval, self.timeout, self.suspect_interval) <= 0 or self.max_failures < 1:
-            raise ValueError("liveness intervals must be positive and max_failures >= 1")
+        finite = all(
+            math.isfinite(v) and v > 0 for v in (self.interval, self.timeout, self.suspect_interval)
+        )
+        if not finite or not isinstance(self.max_failures, int) or self.max_failures < 1:
+            raise ValueError("liveness intervals must be finite and positive, max_failures >= 1")
 
     @property
     def worst_detection_time(self) -> float:

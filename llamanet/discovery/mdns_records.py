@@ -16,6 +16,7 @@ and us them.
 
 from __future__ import annotations
 
+import re
 import secrets
 import string
 from collections.abc import Iterable, Sequence
@@ -34,6 +35,7 @@ MAX_TXT_STRING: Final = 255
 """RFC 6763 section 6.1: each TXT string is at most 255 bytes."""
 PEER_NAME_LENGTH: Final = 32
 _PEER_NAME_ALPHABET: Final = string.ascii_lowercase + string.digits
+_LABEL_RE: Final = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,11 +54,12 @@ def normalize_service(name: str) -> str:
     name = name.strip().lower()
     if not name.endswith("."):
         name += "."
-    parts = name.rstrip(".").split(".")
+    parts = name[:-1].split(".")
     if len(parts) != 3 or parts[1] not in ("_udp", "_tcp") or parts[2] != "local":
         raise ValueError(f"not an mDNS service name like _llamanet._udp.local: {name!r}")
-    if not parts[0].startswith("_") or not 2 <= len(parts[0]) <= 16:
-        raise ValueError(f"service label must be '_' plus 1-15 characters: {parts[0]!r}")
+    label = parts[0]
+    if not (label.startswith("_") and 2 <= len(label) <= 16 and _LABEL_RE.fullmatch(label[1:])):
+        raise ValueError(f"service label must be '_' plus 1-15 of [a-z0-9-]: {label!r}")
     return name
 
 
@@ -135,9 +138,11 @@ def _parse_dnsaddr(raw: bytes) -> tuple[bytes, str] | None:
         text = raw.decode("ascii")
         ma = multiaddr.Multiaddr(text)
         protocols = [p.name for p in ma.protocols()]
-        if "tcp" not in protocols or "p2p" not in protocols:
+        # A relayed address names the relay first; we dial TCP directly, so those
+        # are skipped rather than credited to the relay.
+        if "tcp" not in protocols or "p2p" not in protocols or "p2p-circuit" in protocols:
             return None
-        peer = peer_id_from_text(str(ma.value_for_protocol("p2p")))
+        peer = peer_id_from_text(text.rsplit("/p2p/", 1)[1])
     except (UnicodeDecodeError, DecodeError):
         return None
     except Exception:  # multiaddr raises assorted types for malformed text

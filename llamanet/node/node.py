@@ -86,6 +86,7 @@ POW_CACHE_FILENAME: Final = "identity.pow"
 ADDRESS_TTL: Final = 3600
 FIND_FETCH_TIMEOUT: Final = 5.0
 BOOTSTRAP_TIMEOUT: Final = 5.0
+LAN_MEET_ATTEMPTS: Final = 4
 
 ChunkCallback = Callable[[Any], Awaitable[None]]
 # Failures caused by the task itself: another peer would fail the same way.
@@ -325,6 +326,7 @@ class Node:
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until cancelled; ``started`` once listening, bootstrapped and signed."""
+        log.info("starting node %s", self.peer_id_text)
         self._pow_nonce = await self._proof_of_work()
         connections_send, connections_recv = trio.open_memory_channel[bytes](256)
         self.host.get_network().register_notifee(_ConnectionWatcher(connections_send))
@@ -495,11 +497,12 @@ class Node:
         self._remember_addrs(signed.peer, [multiaddr.Multiaddr(a) for a in signed.record.addrs])
         return signed
 
-    async def fetch_record(self, peer: bytes) -> SignedRecord:
-        """Ask ``peer`` directly for its record (the direct path) and verify it."""
+    async def fetch_record(self, peer: bytes, *, source: str = "direct") -> SignedRecord:
+        """Ask ``peer`` directly for its record (the direct path) and verify it;
+        ``source`` says how we came to ask (``direct``, ``mdns``)."""
         stream = await open_stream(self.host, peer, CAPS_PROTOCOL)
         envelope = await fetch_record_bytes(stream)
-        signed = self.accept_record(envelope, source="direct", expected_peer=peer)
+        signed = self.accept_record(envelope, source=source, expected_peer=peer)
         # We just talked to it: watch it, so that it leaves the candidates quickly
         # if it goes away.
         if peer not in self.liveness:
@@ -590,32 +593,55 @@ class Node:
 
     async def _meet_lan_peer(self, found: MdnsPeer) -> None:
         """Connect to a peer announced on the LAN, check it speaks llamanet, fetch and
-        verify its record, and add it to the DHT routing table."""
+        verify its record, and add it to the DHT routing table.  Transient failures
+        (two peers dialling each other at once lose one connection) are retried."""
         peer = found.peer_id
-        addrs = [multiaddr.Multiaddr(a) for a in found.addrs]
+        # Another host's loopback address means nothing here.
+        usable = [a for a in found.addrs if not a.startswith(("/ip4/127.", "/ip6/::1/"))]
+        addrs = [multiaddr.Multiaddr(a) for a in usable or found.addrs]
+        log.info("mDNS: found %s at %s", ID(peer), " ".join(str(a) for a in addrs))
         self._remember_addrs(peer, addrs)
+        for attempt in range(LAN_MEET_ATTEMPTS):
+            if attempt:
+                await trio.sleep(0.5 * 2**attempt)
+            outcome = await self._try_meet(peer, addrs)
+            if outcome is not None:
+                if not outcome:
+                    log.info("could not meet LAN peer %s", ID(peer))
+                return
+
+    async def _try_meet(self, peer: bytes, addrs: list[multiaddr.Multiaddr]) -> bool | None:
+        """``True`` met, ``False`` gave up for good, ``None`` worth another try."""
+        outcome: bool | None = None
         with trio.move_on_after(BOOTSTRAP_TIMEOUT):
-            try:
-                await self.host.connect(PeerInfo(ID(peer), addrs))
-            except NETWORK_ERRORS as exc:
-                log.info("mDNS peer %s unreachable: %s", ID(peer), exc)
-                return
-            if not await self._speaks_llamanet(peer):
-                self._not_llamanet.add(peer)
-                log.info("mDNS peer %s does not speak %s; ignoring it", ID(peer), TASK_PROTOCOL)
-                with contextlib.suppress(*NETWORK_ERRORS):
-                    await self.host.disconnect(ID(peer))
-                return
-            try:
-                signed = await self.fetch_record(peer)
-            except (TransportError, RemoteProtocolError, RecordError) as exc:
-                log.info("record of mDNS peer %s refused: %s", ID(peer), exc)
-                return
-            self.registry.offer(signed, now=self.clock(), source="mdns")
-            await self.dht.add_peer(peer)
-            self.liveness.watch(peer, trio.current_time())
-            self._departed.pop(peer, None)
-            log.info("met %s on the LAN (%s)", ID(peer), ", ".join(signed.record.caps))
+            outcome = await self._meet(peer, addrs)
+        return outcome
+
+    async def _meet(self, peer: bytes, addrs: list[multiaddr.Multiaddr]) -> bool | None:
+        try:
+            await self.host.connect(PeerInfo(ID(peer), addrs))
+        except NETWORK_ERRORS as exc:
+            log.info("mDNS peer %s unreachable: %s", ID(peer), exc)
+            return None
+        if not await self._speaks_llamanet(peer):
+            self._not_llamanet.add(peer)
+            log.info("mDNS peer %s does not speak %s; ignoring it", ID(peer), TASK_PROTOCOL)
+            with contextlib.suppress(*NETWORK_ERRORS):
+                await self.host.disconnect(ID(peer))
+            return False
+        try:
+            signed = await self.fetch_record(peer, source="mdns")
+        except RecordError as exc:
+            log.info("record of mDNS peer %s refused: %s", ID(peer), exc)
+            return False
+        except (TransportError, RemoteProtocolError) as exc:
+            log.info("record of mDNS peer %s not fetched: %s", ID(peer), exc)
+            return None
+        await self.dht.add_peer(peer)
+        self.liveness.watch(peer, trio.current_time())
+        self._departed.pop(peer, None)
+        log.info("met %s on the LAN (%s)", ID(peer), ", ".join(signed.record.caps))
+        return True
 
     async def _speaks_llamanet(self, peer: bytes) -> bool:
         """Wait (briefly) for identify, then check the peer offers our task protocol.

@@ -1,0 +1,88 @@
+"""What a node does with peers met on the LAN, on loopback (mDNS itself is off here;
+the mDNS events are fed in as the adapter would deliver them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import multiaddr
+import trio
+import trio.lowlevel
+
+from llamanet.adapters.libp2p_host import build_host
+from llamanet.adapters.mdns import MdnsEvent, PeerGone, PeerSeen
+from llamanet.discovery.mdns_records import MdnsPeer
+from llamanet.trust.keys import Identity
+
+from ..nodes import eventually, start_node
+
+FAST_LIVENESS: dict[str, Any] = {
+    "liveness_interval": 0.3,
+    "liveness_timeout": 0.3,
+    "liveness_max_failures": 2,
+}
+LOOPBACK = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
+
+
+async def feed(node_events: list[MdnsEvent], node: object) -> None:
+    send, receive = trio.open_memory_channel[MdnsEvent](16)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(node._on_mdns_events, receive, nursery)  # type: ignore[attr-defined]
+        async with send:
+            for event in node_events:
+                await send.send(event)
+        await trio.lowlevel.checkpoint()
+
+
+async def test_a_peer_that_does_not_speak_llamanet_is_dropped_for_good(tmp_path: Path) -> None:
+    stranger = build_host(Identity.generate(), [LOOPBACK])  # a libp2p host, no llamanet
+    async with stranger.run([LOOPBACK]), start_node(tmp_path / "a") as node:
+        addr = str(stranger.get_addrs()[0])
+        peer_id = bytes(stranger.get_id().to_bytes())
+        seen = MdnsPeer(
+            peer_id=peer_id, addrs=(addr.rsplit("/p2p/", 1)[0],), instance="x._p2p._udp.local."
+        )
+        await feed([PeerSeen(seen)], node)
+        await eventually(lambda: peer_id in node._not_llamanet)
+        assert peer_id not in node.registry
+        # Announced again (new instance name after a restart): not retried.
+        again = MdnsPeer(peer_id=peer_id, addrs=seen.addrs, instance="y._p2p._udp.local.")
+        connects = len(node.host.get_connected_peers())
+        await feed([PeerSeen(again)], node)
+        await trio.sleep(0.3)
+        assert len(node.host.get_connected_peers()) <= connects
+        await stranger.close()
+
+
+async def test_lan_peer_is_met_watched_and_dropped_on_goodbye(tmp_path: Path) -> None:
+    async with start_node(tmp_path / "a") as a, start_node(tmp_path / "b", **FAST_LIVENESS) as b:
+        found = MdnsPeer(
+            peer_id=a.peer_id,
+            addrs=tuple(x.rsplit("/p2p/", 1)[0] for x in a.addrs()),
+            instance="a._llamanet._udp.local.",
+        )
+        await feed([PeerSeen(found)], b)
+        await eventually(lambda: a.peer_id in b.registry)
+        assert a.peer_id in b.liveness
+        assert a.peer_id in b.dht.routing_table_peers()
+        entry = b.registry.get_entry(a.peer_id, now=b.clock())
+        assert entry is not None and entry.source == "mdns"
+        await feed([PeerGone("a._llamanet._udp.local.")], b)
+        assert a.peer_id not in b.registry
+        assert a.peer_id not in b.liveness
+        assert a.peer_id not in b.dht.routing_table_peers()
+
+
+async def test_a_silent_peer_is_dropped_and_not_revived_from_the_dht(tmp_path: Path) -> None:
+    async with start_node(tmp_path / "b", **FAST_LIVENESS) as b:
+        async with start_node(tmp_path / "a", bootstrap=(b.addrs()[0],)) as a:
+            await b.fetch_record(a.peer_id)
+            assert a.peer_id in b.liveness
+            gone = a.peer_id
+        # a stopped (its record is still valid in b's DHT store)
+        limit = b.liveness.config.worst_detection_time + 2
+        await eventually(lambda: gone not in b.registry and gone not in b.liveness, timeout=limit)
+        assert all(r.peer != gone for r in await b.find("math.eval", timeout=3))
+        assert gone not in b.registry
+        assert a.peer_id_text not in {p["peer_id"] for p in b.peers() if p["record_seq"]}
