@@ -60,6 +60,8 @@ def test_three_nodes_find_each_other_and_drop_leavers(lan: LanNodes) -> None:
         peers = json.loads(lan.cli(i, "peers", "--json").stdout)
         verified = {p["peer_id"] for p in peers if p["record_seq"] is not None}
         assert verified == {ids[j] for j in range(3) if j != i}
+        # No bootstrap file, yet a DHT: each node has the other two in its table.
+        assert {p["peer_id"] for p in peers if p["in_routing_table"]} == verified
 
     # A task crosses the LAN.
     asked = lan.cli(0, "ask", "math.eval", "2*(3+4)")
