@@ -15,6 +15,7 @@ Measures, in one run:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import socket
@@ -23,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ from llamanet.trust.keys import Identity
 from ._util import loopback_node_config, percentile, wait_for_api
 
 IN_FLIGHT = 32
+Call = Callable[[], Awaitable[None]]
 
 
 # -- raw floor ---------------------------------------------------------------------
@@ -77,39 +79,42 @@ async def _raw_call(stream: trio.SocketStream, decoder: FrameDecoder, body: byte
 
 async def raw_floor(port: int, tasks: int) -> dict[str, float]:
     body = msgpack.packb({"t": "task", "id": os.urandom(16), "cap": "text.echo", "input": "x"})
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    decoder = FrameDecoder()
+    streams = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(IN_FLIGHT + 1)]
+    for stream in streams:
+        stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    calls = [functools.partial(_raw_call, st, FrameDecoder(), body) for st in streams]
+    figures = await _figures(calls[0], calls[1:], tasks)
+    for stream in streams:
+        await stream.aclose()
+    return figures
+
+
+async def _figures(one: Call, lanes: Sequence[Call], tasks: int) -> dict[str, float]:
+    """Sequential round trips through ``one`` (after a warm-up), then ``tasks`` more
+    spread over ``lanes`` running at once."""
     for _ in range(200):
-        await _raw_call(stream, decoder, body)
+        await one()
     samples = []
     for _ in range(tasks):
         started = time.perf_counter()
-        await _raw_call(stream, decoder, body)
+        await one()
         samples.append((time.perf_counter() - started) * 1000)
-    await stream.aclose()
-
-    streams = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(IN_FLIGHT)]
     remaining = tasks
 
-    async def pump(s: trio.SocketStream) -> None:
+    async def pump(call: Call) -> None:
         nonlocal remaining
-        d = FrameDecoder()
         while remaining > 0:
             remaining -= 1
-            await _raw_call(s, d, body)
+            await call()
 
     started = time.perf_counter()
     async with trio.open_nursery() as nursery:
-        for s in streams:
-            nursery.start_soon(pump, s)
-    throughput = tasks / (time.perf_counter() - started)
-    for s in streams:
-        await s.aclose()
+        for call in lanes:
+            nursery.start_soon(pump, call)
     return {
         "p50_ms": statistics.median(samples),
         "p99_ms": percentile(samples, 99),
-        "per_s_32": throughput,
+        "per_s_32": tasks / (time.perf_counter() - started),
     }
 
 
@@ -158,36 +163,11 @@ async def libp2p_floor(addr: str, tasks: int) -> dict[str, float]:
         info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
         await host.connect(info)
         peer = bytes(info.peer_id.to_bytes())
-        stream = await open_stream(host, peer, ECHO_PROTOCOL)
-        decoder = FrameDecoder()
-        for _ in range(200):
-            await _echo_call(stream, decoder, body)
-        samples = []
-        for _ in range(tasks):
-            started = time.perf_counter()
-            await _echo_call(stream, decoder, body)
-            samples.append((time.perf_counter() - started) * 1000)
-        streams = [await open_stream(host, peer, ECHO_PROTOCOL) for _ in range(IN_FLIGHT)]
-        remaining = tasks
-
-        async def pump(s: Libp2pByteStream) -> None:
-            nonlocal remaining
-            d = FrameDecoder()
-            while remaining > 0:
-                remaining -= 1
-                await _echo_call(s, d, body)
-
-        started = time.perf_counter()
-        async with trio.open_nursery() as nursery:
-            for s in streams:
-                nursery.start_soon(pump, s)
-        throughput = tasks / (time.perf_counter() - started)
+        streams = [await open_stream(host, peer, ECHO_PROTOCOL) for _ in range(IN_FLIGHT + 1)]
+        calls = [functools.partial(_echo_call, st, FrameDecoder(), body) for st in streams]
+        figures = await _figures(calls[0], calls[1:], tasks)
         await host.close()
-    return {
-        "p50_ms": statistics.median(samples),
-        "p99_ms": percentile(samples, 99),
-        "per_s_32": throughput,
-    }
+    return figures
 
 
 # -- llamanet ----------------------------------------------------------------------
@@ -207,39 +187,18 @@ async def llamanet_tasks(worker_addr: str, tasks: int, home: Path) -> dict[str, 
                 deadline=int((time.time() + 30) * 1000),
             )
 
-        for _ in range(200):  # warm up: connection, pooled stream, code paths
-            await node.client.run(worker, offer())
-        samples = []
-        for _ in range(tasks):
-            started = time.perf_counter()
+        async def one_task() -> None:
+            # The result's receipt is verified inside client.run.
             result = await node.client.run(worker, offer())
-            samples.append((time.perf_counter() - started) * 1000)
             assert result.output == "x"
+
+        figures = await _figures(one_task, [one_task] * IN_FLIGHT, tasks)
         ask_samples = []
         for _ in range(min(tasks, 1000)):
             started = time.perf_counter()
             await node.ask("text.echo", "x", peer=worker_text)
             ask_samples.append((time.perf_counter() - started) * 1000)
-
-        remaining = tasks
-
-        async def pump() -> None:
-            nonlocal remaining
-            while remaining > 0:
-                remaining -= 1
-                await node.client.run(worker, offer())
-
-        started = time.perf_counter()
-        async with trio.open_nursery() as nursery:
-            for _ in range(IN_FLIGHT):
-                nursery.start_soon(pump)
-        throughput = tasks / (time.perf_counter() - started)
-        return {
-            "p50_ms": statistics.median(samples),
-            "p99_ms": percentile(samples, 99),
-            "ask_p50_ms": statistics.median(ask_samples),
-            "per_s_32": throughput,
-        }
+        return {**figures, "ask_p50_ms": statistics.median(ask_samples)}
 
 
 def run(tasks: int) -> dict[str, Any]:

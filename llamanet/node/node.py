@@ -267,7 +267,7 @@ class Node:
     def _sign_record(self) -> SignedRecord:
         now = self.clock()
         previous = self._record.seq if self._record else 0
-        p50 = self._p50_ms()
+        p50 = round(self.worker.p50_ms(), 3)
         record = CapabilityRecord(
             peer=self.peer_id,
             seq=max(int(now * 1000), previous + 1),
@@ -288,9 +288,6 @@ class Node:
         envelope = seal_record(record, self.identity)
         # Check our own record with the rules peers will apply.
         return open_record(envelope, now=now, policy=self.policy, expected_peer=self.peer_id)
-
-    def _p50_ms(self) -> float:
-        return 0.0
 
     async def publish(self) -> SignedRecord:
         """Sign a fresh record, store it in the DHT and announce our capabilities."""

@@ -9,11 +9,14 @@ others.
 
 from __future__ import annotations
 
+import statistics
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
+
+import trio
 
 from llamanet.backends.base import Backend, Chunk, Completion, TaskRequest
 from llamanet.errors import LocalProtocolError
@@ -27,6 +30,7 @@ DEFAULT_MAX_CONCURRENCY: Final = 16
 DEFAULT_MAX_TASKS_PER_PEER: Final = 8
 DEFAULT_MAX_INPUT_BYTES: Final = 1024 * 1024
 DEFAULT_MAX_DEPTH: Final = 4
+DURATION_SAMPLES: Final = 256
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -71,10 +75,12 @@ class _Admission:
 
     async def run(self) -> AsyncGenerator[Chunk | Completion, None]:
         outcome = "failed"
+        started = trio.current_time()
         try:
             async for item in self._backend.execute(self._request):
                 if isinstance(item, Completion):
                     outcome = "ok"
+                    self._worker.durations.append(trio.current_time() - started)
                 yield item
         finally:
             self._worker.outcomes[(self._request.capability, outcome)] += 1
@@ -101,6 +107,8 @@ class Worker:
         self.in_flight = 0
         self._per_peer: Counter[bytes] = Counter()
         self.outcomes: Counter[tuple[str, str]] = Counter()
+        self.durations: deque[float] = deque(maxlen=DURATION_SAMPLES)
+        """Seconds the backend took for recent completed tasks (advertised as p50)."""
         self.rejections: Counter[str] = Counter()
         self._capabilities: tuple[str, ...] = ()
         self._backend_by_cap: dict[str, Backend] = {}
@@ -120,6 +128,10 @@ class Worker:
 
     def models(self) -> list[ModelInfo]:
         return [m for backend in self.backends for m in backend.models()]
+
+    def p50_ms(self) -> float:
+        """Median time of recent completed tasks, in ms (0 before the first)."""
+        return statistics.median(self.durations) * 1000 if self.durations else 0.0
 
     @property
     def load(self) -> float:

@@ -7,6 +7,8 @@ from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 import pytest
+import trio
+import trio.testing
 
 from llamanet.backends.base import Chunk, Completion, TaskRequest
 from llamanet.backends.builtin import BuiltinBackend
@@ -296,3 +298,18 @@ async def test_a_failing_backend_is_counted_as_failed() -> None:
     with pytest.raises(SkillInputError):
         await collect(admission)
     assert worker.outcomes == {("math.eval", "failed"): 1}
+
+
+async def test_p50_is_measured_from_completed_tasks(autojump_clock: trio.testing.MockClock) -> None:
+    class SlowDouble(ModelBackendDouble):
+        """TEST DOUBLE: answers after 0.2 s of (virtual) work."""
+
+        async def execute(self, request: TaskRequest) -> AsyncGenerator[Chunk | Completion, None]:
+            await trio.sleep(0.2)
+            yield Completion(output="done")
+
+    worker = Worker([SlowDouble()])
+    assert worker.p50_ms() == 0.0
+    for _ in range(3):
+        await collect(admitted(worker, offer("chat.general")))
+    assert worker.p50_ms() == pytest.approx(200.0)
