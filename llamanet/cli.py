@@ -242,6 +242,7 @@ def node_config_from(args: argparse.Namespace) -> NodeConfig:
         mdns=False if args.no_mdns else None,
         mdns_service=args.mdns_service,
         skills=skills,
+        backends=tuple(args.backend) if args.backend else None,
         swarm=args.swarm,
         pow_difficulty=args.pow_difficulty,
         api_port=args.api_port,
@@ -317,6 +318,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="LIST",
         help=f"built-in skills to serve, comma-separated (default: all) — {skills_help}",
+    )
+    node.add_argument(
+        "--backend",
+        action="append",
+        metavar="SPEC",
+        help="model backend, repeatable: auto (default: Ollama on 127.0.0.1:11434 if it "
+        "answers, plus the built-in skills), builtin, ollama[:URL]",
     )
     node.add_argument("--swarm", help="swarm name (default: main)")
     node.add_argument("--pow-difficulty", type=int, help="proof-of-work bits for identities")

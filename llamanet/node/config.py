@@ -16,6 +16,7 @@ from typing import Any, Final, get_args, get_origin, get_type_hints
 
 import platformdirs
 
+from llamanet.backends.selection import check_backend_spec
 from llamanet.discovery.liveness import DEFAULT_INTERVAL, DEFAULT_MAX_FAILURES, DEFAULT_TIMEOUT
 from llamanet.discovery.mdns_records import DEFAULT_SERVICE, normalize_service
 from llamanet.errors import ConfigError, LocalProtocolError
@@ -71,6 +72,8 @@ class NodeConfig:
     """Failed pings in a row after which a peer is dropped."""
     skills: tuple[str, ...] | None = None
     """Built-in skills to serve; ``None`` serves all of them."""
+    backends: tuple[str, ...] = ("auto",)
+    """Backends to run: ``auto``, ``builtin``, ``ollama[:URL]`` (see backends/selection.py)."""
     swarm: str = DEFAULT_SWARM
     """Swarm name: part of every provider key, so swarms do not see each other."""
     pow_difficulty: int = DEFAULT_POW_DIFFICULTY
@@ -109,6 +112,10 @@ class NodeConfig:
             raise ConfigError(str(exc)) from exc
         if self.liveness_max_failures < 1:
             raise ConfigError("liveness_max_failures must be at least 1")
+        if not self.backends:
+            raise ConfigError("at least one backend is required (e.g. auto or builtin)")
+        for spec in self.backends:
+            check_backend_spec(spec)
         if not self.listen:
             raise ConfigError("at least one listen address is required")
         if not 0 <= self.pow_difficulty <= MAX_POW_DIFFICULTY:

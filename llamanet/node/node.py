@@ -48,6 +48,7 @@ from llamanet.adapters.task_client import StreamPool, TaskClient
 from llamanet.adapters.task_server import ServerLimits, TaskServer
 from llamanet.backends.base import Backend
 from llamanet.backends.builtin import BuiltinBackend
+from llamanet.backends.selection import build_backends, close_backends
 from llamanet.discovery.bootstrap import BootstrapPeer, parse_bootstrap_file, parse_peer_addr
 from llamanet.discovery.liveness import LivenessConfig, LivenessTable
 from llamanet.discovery.mdns_records import MdnsPeer, new_peer_name
@@ -867,11 +868,19 @@ async def open_node(
     clock: Callable[[], float] = time.time,
 ) -> AsyncIterator[Node]:
     """Start a node and yield it once it is listening, bootstrapped and signed."""
-    node = Node(config, backends=backends, clock=clock)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(node.run)
-        try:
-            yield node
-        finally:
-            await node.aclose()
-            nursery.cancel_scope.cancel()
+    opened = backends is None
+    if backends is None:
+        backends = await build_backends(config.backends, config.skills)
+    try:
+        node = Node(config, backends=backends, clock=clock)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run)
+            try:
+                yield node
+            finally:
+                await node.aclose()
+                nursery.cancel_scope.cancel()
+    finally:
+        if opened:
+            with trio.CancelScope(shield=True):
+                await close_backends(backends)

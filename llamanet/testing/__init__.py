@@ -21,6 +21,8 @@ def loopback_config(home: Path, **overrides: Any) -> NodeConfig:
         "home": home,
         "listen": ("/ip4/127.0.0.1/tcp/0",),
         "mdns": False,
+        # Deterministic: never pick up a model server that happens to run here.
+        "backends": ("builtin",),
         "bootstrap_file": home.parent / f"{home.name}-no-bootstrap.toml",
     }
     fields.update(overrides)

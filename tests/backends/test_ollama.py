@@ -3,6 +3,7 @@ double: Ollama itself cannot be installed here)."""
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -10,7 +11,8 @@ import pytest
 
 from llamanet.backends.base import Chunk, Completion, TaskRequest
 from llamanet.backends.ollama import OllamaBackend
-from llamanet.errors import BackendError, BackendUnavailableError, SkillInputError
+from llamanet.backends.selection import HINT, build_backends, check_backend_spec, close_backends
+from llamanet.errors import BackendError, BackendUnavailableError, ConfigError, SkillInputError
 
 from ..nodes import start_node
 from ..ollama_double import REPLY, running_ollama_double
@@ -152,3 +154,20 @@ async def test_a_peer_streams_tokens_from_a_nodes_ollama(tmp_path: Path) -> None
             record = (await b.find("llm.chat"))[0].record
             assert {m.name for m in record.models} == {"qwen2.5:0.5b", "nomic-embed-text:latest"}
         await backend.aclose()
+
+
+async def test_backend_selection(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    async with running_ollama_double() as double:
+        found = await build_backends(("auto",), None, ollama_url=double.url)
+        assert [b.name for b in found] == ["ollama", "builtin"]
+        explicit = await build_backends((f"ollama:{double.url}",), ("math.eval",))
+        assert [b.name for b in explicit] == ["ollama"]
+        await close_backends([*found, *explicit])
+    nothing = await build_backends(("auto",), None, ollama_url="http://127.0.0.1:9")
+    assert [b.name for b in nothing] == ["builtin"]
+    assert HINT in caplog.text
+    with pytest.raises(ConfigError, match="unreachable"):
+        await build_backends(("ollama:http://127.0.0.1:9",), None)
+    with pytest.raises(ConfigError, match="unknown backend"):
+        check_backend_spec("gpt4all")

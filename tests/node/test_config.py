@@ -39,6 +39,7 @@ liveness_interval = 2.5
 liveness_timeout = 1
 liveness_max_failures = 4
 skills = ["text.echo", "math.eval"]
+backends = ["builtin", "ollama:http://127.0.0.1:11500"]
 swarm = "lab-2"
 pow_difficulty = 12
 record_ttl = 600
@@ -133,6 +134,7 @@ def test_load_config_reads_every_key(tmp_path: Path, monkeypatch: pytest.MonkeyP
         liveness_timeout=1.0,
         liveness_max_failures=4,
         skills=("text.echo", "math.eval"),
+        backends=("builtin", "ollama:http://127.0.0.1:11500"),
         swarm="lab-2",
         pow_difficulty=12,
         record_ttl=600.0,
