@@ -175,18 +175,6 @@ class MdnsDiscovery:
         zc.close()
         self._zc = None
 
-    async def update_addresses(self) -> None:
-        """Re-announce after our listen addresses changed."""
-        zc, old = self._zc, self._info
-        new = self._service_info()
-        if zc is None or new is None:
-            return
-        if old is None:
-            await trio.to_thread.run_sync(zc.register_service, new)
-        else:
-            await trio.to_thread.run_sync(zc.update_service, new)
-        self._info = new
-
 
 def _send_nowait(channel: trio.MemorySendChannel[MdnsEvent], event: MdnsEvent) -> None:
     # A full or closed channel drops the event: the next announcement repeats it.
