@@ -26,7 +26,7 @@ import httpx
 from llamanet.backends.base import Chunk, Completion, TaskRequest
 from llamanet.errors import BackendError, BackendUnavailableError, SkillInputError
 from llamanet.protocol.capabilities import is_valid_capability
-from llamanet.protocol.records import ModelInfo
+from llamanet.protocol.records import ModelInfo, model_meets
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class OllamaBackend:
         for model in self._models:
             if task_cap not in self._caps_by_model.get(model.name, ()):
                 continue
-            if constraints and not _meets(model, constraints):
+            if constraints and not model_meets(model, constraints):
                 continue
             return model
         raise _ModelError(
@@ -214,16 +214,6 @@ class OllamaBackend:
                         yield line
         except httpx.TransportError as exc:
             raise BackendUnavailableError(f"ollama at {self.url} failed mid-stream: {exc}") from exc
-
-
-def _meets(model: ModelInfo, constraints: Mapping[str, Any]) -> bool:
-    if "name" in constraints and constraints["name"] != model.name:
-        return False
-    if "family" in constraints and constraints["family"] != model.family:
-        return False
-    if "digest" in constraints and constraints["digest"] != model.digest:
-        return False
-    return not ("min_ctx" in constraints and model.ctx < constraints["min_ctx"])
 
 
 def _field(value: Any, key: str, kind: type) -> Any:

@@ -12,9 +12,9 @@ from __future__ import annotations
 import statistics
 import time
 from collections import Counter, deque
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 import trio
 
@@ -24,7 +24,7 @@ from llamanet.protocol.capabilities import best_match
 from llamanet.protocol.codec import pack_value
 from llamanet.protocol.messages import TaskOffer, TaskRejected
 from llamanet.protocol.peer_ids import peer_id_to_text
-from llamanet.protocol.records import ModelInfo
+from llamanet.protocol.records import ModelInfo, model_meets
 
 DEFAULT_MAX_CONCURRENCY: Final = 16
 DEFAULT_MAX_TASKS_PER_PEER: Final = 8
@@ -49,16 +49,6 @@ class WorkerLimits:
             raise ValueError("worker limits must be positive")
         if self.max_depth < 0:
             raise ValueError("max_depth must be >= 0")
-
-
-def _matches_model(constraints: Mapping[str, Any], model: ModelInfo) -> bool:
-    if "name" in constraints and constraints["name"] != model.name:
-        return False
-    if "family" in constraints and constraints["family"] != model.family:
-        return False
-    if "digest" in constraints and constraints["digest"] != model.digest:
-        return False
-    return not ("min_ctx" in constraints and model.ctx < constraints["min_ctx"])
 
 
 class _Admission:
@@ -158,7 +148,7 @@ class Worker:
             )
         backend = self._backend_for(capability)
         assert backend is not None
-        if offer.model and not any(_matches_model(offer.model, m) for m in backend.models()):
+        if offer.model and not any(model_meets(m, offer.model) for m in backend.models()):
             return self._reject("unsupported", f"no model here matches {dict(offer.model)}")
         if offer.depth > self.limits.max_depth:
             return self._reject(

@@ -106,6 +106,15 @@ class ModelInfo:
         }
 
 
+def model_meets(model: ModelInfo, constraints: Mapping[str, Any]) -> bool:
+    """True when ``model`` satisfies a task's model constraints (``name``, ``family``,
+    ``digest`` exactly; ``min_ctx`` as a lower bound on the context window)."""
+    for key in ("name", "family", "digest"):
+        if key in constraints and constraints[key] != getattr(model, key):
+            return False
+    return not ("min_ctx" in constraints and model.ctx < constraints["min_ctx"])
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class CapabilityRecord:
     """The payload of a signed record (field meanings: docs/PROTOCOL.md)."""
