@@ -24,6 +24,7 @@ from llamanet.protocol.capabilities import validate_capability, validate_swarm_n
 from llamanet.protocol.codec import DEFAULT_MAX_FRAME_SIZE
 from llamanet.protocol.config import DEFAULT_POW_DIFFICULTY, MAX_POW_DIFFICULTY
 
+from .agents import AgentSpec, parse_agents
 from .worker import (
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MAX_DEPTH,
@@ -74,6 +75,8 @@ class NodeConfig:
     """Built-in skills to serve; ``None`` serves all of them."""
     backends: tuple[str, ...] = ("auto",)
     """Backends to run: ``auto``, ``builtin``, ``ollama[:URL]`` (see backends/selection.py)."""
+    agents: tuple[AgentSpec, ...] = ()
+    """Capabilities served by a given model with a system prompt (``[[agents]]``)."""
     swarm: str = DEFAULT_SWARM
     """Swarm name: part of every provider key, so swarms do not see each other."""
     pow_difficulty: int = DEFAULT_POW_DIFFICULTY
@@ -181,7 +184,9 @@ def _field_kind(hint: Any) -> type:
 
 
 _FILE_KINDS: Final = {
-    name: _field_kind(hint) for name, hint in get_type_hints(NodeConfig).items() if name != "home"
+    name: _field_kind(hint)
+    for name, hint in get_type_hints(NodeConfig).items()
+    if name not in ("home", "agents")
 }
 _KIND_NAMES: Final = {
     bool: "true or false",
@@ -234,7 +239,10 @@ def load_config(home: Path, config_file: Path | None = None) -> NodeConfig:
             f"{path}: unknown setting {sorted(unknown)[0]!r} "
             f"(known: {', '.join(sorted(_FILE_KEYS))})"
         )
-    values = {key: _from_file(path, key, value) for key, value in data.items()}
+    values: dict[str, Any] = {
+        key: parse_agents(path, value) if key == "agents" else _from_file(path, key, value)
+        for key, value in data.items()
+    }
     try:
         return replace(base, **values)
     except ConfigError as exc:

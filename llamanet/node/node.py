@@ -75,6 +75,7 @@ from llamanet.protocol.pow import check_pow, solve_pow
 from llamanet.protocol.records import CapabilityRecord, SignedRecord, open_record, seal_record
 from llamanet.trust.keys import Identity, load_or_create_identity
 
+from .agents import AgentBackend
 from .config import NodeConfig
 from .worker import Worker, WorkerLimits
 
@@ -871,6 +872,8 @@ async def open_node(
     opened = backends is None
     if backends is None:
         backends = await build_backends(config.backends, config.skills)
+        if config.agents:
+            backends = [AgentBackend(config.agents, backends), *backends]
     try:
         node = Node(config, backends=backends, clock=clock)
         async with trio.open_nursery() as nursery:

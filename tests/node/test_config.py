@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from dataclasses import fields
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from llamanet.errors import ConfigError
 from llamanet.node import config as config_module
+from llamanet.node.agents import AgentSpec
 from llamanet.node.config import (
     CONFIG_FILENAME,
     DEFAULT_LISTEN,
@@ -54,6 +56,11 @@ stream_idle_timeout = 5.0
 api_host = "127.0.0.2"
 api_port = 8088
 log_level = "debug"
+
+[[agents]]
+capability = "code_generation.python"
+model = "qwen2.5-coder:7b"
+system = "Answer with Python code only."
 """
 
 
@@ -149,10 +156,17 @@ def test_load_config_reads_every_key(tmp_path: Path, monkeypatch: pytest.MonkeyP
         api_host="127.0.0.2",
         api_port=8088,
         log_level="debug",
+        agents=(
+            AgentSpec(
+                capability="code_generation.python",
+                model="qwen2.5-coder:7b",
+                system="Answer with Python code only.",
+            ),
+        ),
     )
     assert isinstance(config.record_ttl, float)
     # Every setting but home can be given in the file, and this test gives them all.
-    given = {line.split(" = ")[0] for line in FULL_CONFIG.strip().splitlines()}
+    given = set(tomllib.loads(FULL_CONFIG))
     assert given == {f.name for f in fields(NodeConfig)} - {"home"}
 
 
