@@ -489,6 +489,15 @@ class Node:
             signed = open_record(
                 envelope, now=self.clock(), policy=self.policy, expected_peer=expected_peer
             )
+        except RecordError as exc:
+            self.rejected_records[exc.reason] += 1
+            raise
+        return self._hold(signed, source)
+
+    def _hold(self, signed: SignedRecord, source: str) -> SignedRecord:
+        """Put a verified record in the registry (refusing replays) and remember
+        the peer's addresses."""
+        try:
             self.registry.offer(signed, now=self.clock(), source=source)
         except RecordError as exc:
             self.rejected_records[exc.reason] += 1
@@ -511,15 +520,7 @@ class Node:
     async def lookup_record(self, peer: bytes) -> SignedRecord | None:
         """The peer's newest record from the DHT (the DHT path), verified and held."""
         signed = await self.dht.get_record(peer)
-        if signed is None:
-            return None
-        try:
-            self.registry.offer(signed, now=self.clock(), source="dht")
-        except RecordError as exc:
-            self.rejected_records[exc.reason] += 1
-            raise
-        self._remember_addrs(signed.peer, [multiaddr.Multiaddr(a) for a in signed.record.addrs])
-        return signed
+        return None if signed is None else self._hold(signed, "dht")
 
     async def _learn(self, info: PeerInfo) -> None:
         peer = bytes(info.peer_id.to_bytes())
