@@ -558,10 +558,12 @@ class Node:
             async with trio.open_nursery() as nursery:
                 for info in providers:
                     nursery.start_soon(self._learn, info)
-        found = [
-            r for r in self.registry.find(capability, now=self.clock()) if r.peer != self.peer_id
-        ]
-        return found[:limit]
+        return self._known_providers(capability)[:limit]
+
+    def _known_providers(self, capability: str) -> list[SignedRecord]:
+        """Held, unexpired records offering ``capability``, never our own."""
+        found = self.registry.find(capability, now=self.clock())
+        return [r for r in found if r.peer != self.peer_id]
 
     # -- LAN discovery and liveness ---------------------------------------------------------
 
@@ -728,11 +730,7 @@ class Node:
         if peer is not None:
             targets = [(peer_id_from_text(peer), capability)]
         else:
-            records = [
-                r
-                for r in self.registry.find(capability, now=self.clock())
-                if r.peer != self.peer_id
-            ]
+            records = self._known_providers(capability)
             if not records:
                 records = await self.find(capability, timeout=min(10.0, timeout / 2))
             targets = [(c.record.peer, c.capability) for c in rank_candidates(records, capability)]
