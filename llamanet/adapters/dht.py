@@ -36,7 +36,7 @@ import hashlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -376,10 +376,3 @@ class LlamanetDHT:
     def _provider_multihash(self, capability: str) -> bytes:
         # The DHT key of a CID is its multihash: strip the CIDv1 and codec bytes.
         return provider_key(self.swarm, capability)[2:]
-
-    def stored_record_count(self) -> int:
-        return int(self.kad.get_value_store_size())
-
-
-def peers_from(infos: Sequence[PeerInfo]) -> list[bytes]:
-    return [bytes(i.peer_id.to_bytes()) for i in infos]

@@ -188,10 +188,6 @@ def build_host(identity: Identity, listen: Sequence[multiaddr.Multiaddr]) -> IHo
     return host
 
 
-def to_libp2p_id(peer_id: bytes) -> ID:
-    return ID(peer_id)
-
-
 def peer_of(stream: INetStream) -> bytes:
     """The remote peer's ID bytes for a stream."""
     return bytes(stream.muxed_conn.peer_id.to_bytes())

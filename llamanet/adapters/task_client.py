@@ -118,10 +118,6 @@ class StreamPool:
             return len(self._idle.get(peer, []))
         return sum(len(v) for v in self._idle.values())
 
-    async def drop_peer(self, peer: bytes) -> None:
-        for lease in self._idle.pop(peer, []):
-            await lease.stream.reset()
-
     async def reap(self) -> int:
         """Close streams idle for longer than ``idle_timeout``; returns how many."""
         now = trio.current_time()
