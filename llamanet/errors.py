@@ -59,6 +59,7 @@ TASK_ERROR_CODES: Final = frozenset(
         "too_large",
         "depth_exceeded",
         "internal",
+        "session_unknown",
     }
 )
 
@@ -292,6 +293,35 @@ class BackendError(LlamanetError):
 
 class BackendUnavailableError(BackendError):
     """Raised when a model server cannot be reached."""
+
+
+class ModelNotFoundError(BackendError):
+    """Raised when no model here can serve the task (name, family, digest or
+    context window asked for, or the capability itself).  Reported as ``unsupported``."""
+
+    code = "unsupported"
+
+
+class ContextOverflowError(BackendError):
+    """Raised when the prompt does not fit the model's context window.  Reported as
+    ``too_large``."""
+
+    code = "too_large"
+
+
+class BackendRequestError(BackendError):
+    """Raised when the model server refuses the request as malformed (HTTP 400 or
+    422).  Reported as ``bad_request``."""
+
+    code = "bad_request"
+
+
+class SessionUnknownError(BackendError):
+    """Raised by a worker that holds no history for the session a follow-up names
+    (never seen, expired or evicted).  Reported as ``session_unknown``: the requester
+    resends the whole conversation."""
+
+    code = "session_unknown"
 
 
 class SkillInputError(BackendError):

@@ -5,6 +5,11 @@ number of :class:`Chunk` and ends with exactly one :class:`Completion`.  It rais
 :class:`~llamanet.errors.BackendError` (or a subclass) when it cannot answer;
 the worker maps ``BackendError.code`` onto the task error it reports.  Cancelling
 the iteration (trio cancellation) must stop the work promptly.
+
+Task ``params`` every model backend understands, whatever the server calls them:
+``max_tokens``, ``temperature``, ``top_p``, ``top_k``, ``seed`` and ``stop``; any
+other key is passed to the server as it is.  A :class:`Completion` of a model task
+reports ``usage`` as ``prompt_tokens`` and ``completion_tokens``.
 """
 
 from __future__ import annotations

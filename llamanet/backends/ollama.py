@@ -24,7 +24,14 @@ from typing import Any, Final
 import httpx
 
 from llamanet.backends.base import Chunk, Completion, TaskRequest
-from llamanet.errors import BackendError, BackendUnavailableError, SkillInputError
+from llamanet.errors import (
+    BackendError,
+    BackendRequestError,
+    BackendUnavailableError,
+    ContextOverflowError,
+    ModelNotFoundError,
+    SkillInputError,
+)
 from llamanet.protocol.capabilities import is_valid_capability
 from llamanet.protocol.records import ModelInfo, model_meets
 
@@ -32,12 +39,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_URL: Final = "http://127.0.0.1:11434"
 CHAT, GENERATE, EMBED = "llm.chat", "llm.generate", "llm.embed"
-
-
-class _ModelError(BackendError):
-    def __init__(self, code: str, msg: str) -> None:
-        super().__init__(msg)
-        self.code = code
 
 
 class OllamaBackend:
@@ -114,8 +115,8 @@ class OllamaBackend:
             if constraints and not model_meets(model, constraints):
                 continue
             return model
-        raise _ModelError(
-            "unsupported", f"no model here serves {task_cap} with {dict(constraints or {})}"
+        raise ModelNotFoundError(
+            f"no model here serves {task_cap} with {dict(constraints or {})}"
         )
 
     # -- tasks ------------------------------------------------------------------------
@@ -136,7 +137,10 @@ class OllamaBackend:
             key = "message"
             path = "/api/chat"
         if request.params:
-            body["options"] = dict(request.params)
+            options = dict(request.params)
+            if "max_tokens" in options:
+                options["num_predict"] = options.pop("max_tokens")
+            body["options"] = options
         parts: list[str] = []
         final: dict[str, Any] | None = None
         async with aclosing(self._stream(path, body)) as lines:
@@ -230,9 +234,9 @@ def _http_error(path: str, status: int, text: str) -> BackendError:
     message = message[:500] or f"HTTP {status}"
     lowered = message.lower()
     if status == 404 or "not found" in lowered:
-        return _ModelError("unsupported", f"{path}: {message}")
+        return ModelNotFoundError(f"{path}: {message}")
     if "context" in lowered and ("length" in lowered or "exceed" in lowered):
-        return _ModelError("too_large", f"{path}: {message}")
+        return ContextOverflowError(f"{path}: {message}")
     if status == 400:
-        return _ModelError("bad_request", f"{path}: {message}")
+        return BackendRequestError(f"{path}: {message}")
     return BackendError(f"{path}: HTTP {status}: {message}")
