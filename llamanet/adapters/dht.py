@@ -314,7 +314,10 @@ class LlamanetDHT:
         names = list(dict.fromkeys([*caps, *(p for cap in caps for p in capability_prefixes(cap))]))
         async with self._provide_lock, trio.open_nursery() as nursery:
             for name in names:
-                await trio.sleep(self._provide_bucket.wait_time(trio.current_time()))
+                # Alone (the first node of a swarm), announcing only stores locally:
+                # nobody receives it, so there is no rate to stay under.
+                if self.routing_table_size() or self.host.get_connected_peers():
+                    await trio.sleep(self._provide_bucket.wait_time(trio.current_time()))
                 self._provide_bucket.try_take(trio.current_time())
                 nursery.start_soon(self._provide_one, name)
         return names

@@ -14,7 +14,7 @@ reports ``usage`` as ``prompt_tokens`` and ``completion_tokens``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -56,6 +56,8 @@ class Completion:
     output: Any
     usage: Mapping[str, float] = field(default_factory=dict)
     model_digest: str = ""
+    model: str = ""
+    """Name of the model that answered (for model tasks)."""
 
 
 @runtime_checkable
@@ -75,6 +77,6 @@ class Backend(Protocol):
         """Models to advertise in the capability record (empty for plain skills)."""
         ...
 
-    def execute(self, request: TaskRequest) -> AsyncIterator[Chunk | Completion]:
+    def execute(self, request: TaskRequest) -> AsyncGenerator[Chunk | Completion, None]:
         """Run one task; yields chunks, then exactly one :class:`Completion`."""
         ...

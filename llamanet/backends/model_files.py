@@ -213,7 +213,8 @@ class DigestCache:
             raise ModelFileError(f"cannot read model file {model}: {exc.strerror}") from exc
         key = str(model.resolve())
         entry = self._entries.get(key)
-        if entry and entry.get("mtime_ns") == stat.st_mtime_ns and entry.get("size") == stat.st_size:
+        unchanged = {"mtime_ns": stat.st_mtime_ns, "size": stat.st_size}
+        if entry and all(entry.get(k) == v for k, v in unchanged.items()):
             return str(entry["digest"])
         digest = (hasher or sha256_file)(model)
         self.hashed += 1

@@ -164,6 +164,7 @@ class OllamaBackend:
                 "completion_tokens": int(final.get("eval_count", 0) or 0),
             },
             model_digest=model.digest,
+            model=model.name,
         )
 
     async def _embed(self, model: ModelInfo, request: TaskRequest) -> Completion:
@@ -176,6 +177,7 @@ class OllamaBackend:
             output=embeddings,
             usage={"prompt_tokens": int(answer.get("prompt_eval_count", 0) or 0)},
             model_digest=model.digest,
+            model=model.name,
         )
 
     # -- HTTP -------------------------------------------------------------------------

@@ -74,7 +74,8 @@ class NodeConfig:
     skills: tuple[str, ...] | None = None
     """Built-in skills to serve; ``None`` serves all of them."""
     backends: tuple[str, ...] = ("auto",)
-    """Backends to run: ``auto``, ``builtin``, ``ollama[:URL]`` (see backends/selection.py)."""
+    """Backends to run: ``auto``, ``builtin``, ``ollama[:URL]``, ``openai:URL``,
+    ``gguf:PATH`` (see backends/selection.py)."""
     agents: tuple[AgentSpec, ...] = ()
     """Capabilities served by a given model with a system prompt (``[[agents]]``)."""
     swarm: str = DEFAULT_SWARM
@@ -94,6 +95,18 @@ class NodeConfig:
     """Open inbound task streams one peer may hold; more are reset at once."""
     stream_idle_timeout: float = 60.0
     """Inbound task streams with no task for this long are closed."""
+    warmup: bool = True
+    """Measure each model with a short generation at start (it is loaded then, too)."""
+    perf_check_interval: float = 10.0
+    """How often measured speed and load are compared with the published record."""
+    perf_republish_interval: float = 60.0
+    """Least time between two republishes caused by drifting speed or load."""
+    session_max: int = 256
+    """Chat sessions whose history this worker keeps (least recently used go first)."""
+    session_max_messages: int = 64
+    session_max_bytes: int = 256 * 1024
+    session_idle_timeout: float = 1800.0
+    """Seconds a session's history is kept after its last turn."""
     api_host: str = DEFAULT_API_HOST
     api_port: int = 0
     log_level: str = "info"
@@ -135,6 +148,12 @@ class NodeConfig:
             "stream_idle_timeout",
             "liveness_interval",
             "liveness_timeout",
+            "perf_check_interval",
+            "perf_republish_interval",
+            "session_max",
+            "session_max_messages",
+            "session_max_bytes",
+            "session_idle_timeout",
         )
         for name in positive:
             if not getattr(self, name) > 0:  # "not >" also refuses NaN

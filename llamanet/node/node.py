@@ -69,7 +69,7 @@ from llamanet.errors import (
 from llamanet.orchestrator.selection import rank_candidates
 from llamanet.protocol.capabilities import validate_capability
 from llamanet.protocol.config import RecordPolicy, SessionConfig
-from llamanet.protocol.messages import Message, Receipt, TaskChunk, TaskOffer
+from llamanet.protocol.messages import Message, Receipt, TaskChunk, TaskOffer, TaskResult
 from llamanet.protocol.peer_ids import peer_id_from_text, peer_id_to_text
 from llamanet.protocol.pow import check_pow, solve_pow
 from llamanet.protocol.records import CapabilityRecord, SignedRecord, open_record, seal_record
@@ -77,6 +77,8 @@ from llamanet.trust.keys import Identity, load_or_create_identity
 
 from .agents import AgentBackend
 from .config import NodeConfig
+from .perf import drifted
+from .sessions import Conversations, SessionLimits, chat_messages
 from .worker import Worker, WorkerLimits
 
 if TYPE_CHECKING:
@@ -162,7 +164,14 @@ class Node:
                 max_depth=config.max_depth,
             ),
             clock=clock,
+            sessions=SessionLimits(
+                max_sessions=config.session_max,
+                max_messages=config.session_max_messages,
+                max_bytes=config.session_max_bytes,
+                idle_timeout=config.session_idle_timeout,
+            ),
         )
+        self.conversations = Conversations(clock=clock)
         self.registry = Registry()
         self.validator = CapsValidator(self.policy, clock)
         self.rejected_records: Counter[str] = self.validator.rejections
@@ -209,6 +218,10 @@ class Node:
         self.api_url: str | None = None
         self.first_publish = trio.Event()
         """Set once our record and provider keys have been published the first time."""
+        self._republish = trio.Event()
+        self._published_at = -float("inf")
+        self.drift_republishes = 0
+        """Republishes caused by measured speed or load drifting from the record."""
 
     # -- identity and record ----------------------------------------------------
 
@@ -269,7 +282,6 @@ class Node:
     def _sign_record(self) -> SignedRecord:
         now = self.clock()
         previous = self._record.seq if self._record else 0
-        p50 = round(self.worker.p50_ms(), 3)
         record = CapabilityRecord(
             peer=self.peer_id,
             seq=max(int(now * 1000), previous + 1),
@@ -278,7 +290,7 @@ class Node:
             caps=tuple(self.worker.capabilities()),
             addrs=tuple(a.to_bytes() for a in self._transport_addrs()[:16]),
             models=tuple(self.worker.models()),
-            perf={"p50_ms": p50} if p50 else {},
+            perf=self.worker.perf(),
             load=self.worker.load,
             limits={
                 "max_concurrency": self.config.max_concurrency,
@@ -340,6 +352,9 @@ class Node:
                 nursery.start_soon(self._publish_loop)
                 nursery.start_soon(self._maintenance_loop)
                 nursery.start_soon(self._liveness_loop)
+                nursery.start_soon(self._perf_loop)
+                if self.config.warmup:
+                    nursery.start_soon(self._warm_up)
                 if self.config.mdns:
                     await self._start_mdns(nursery)
                 task_status.started()
@@ -430,13 +445,58 @@ class Node:
                 await self.dht.add_peer(peer)
 
     async def _publish_loop(self) -> None:
+        # The only publisher: at half-life, or sooner when asked (drifting speed or
+        # load, a finished warm-up), so two publishes never race.
         while True:
+            self._republish = trio.Event()
             try:
                 await self.publish()
             except (RecordError, LocalProtocolError) as exc:
                 log.error("could not publish our record: %s", exc)
+            self._published_at = trio.current_time()
             self.first_publish.set()
-            await trio.sleep(self.config.record_ttl / 2)
+            with trio.move_on_after(self.config.record_ttl / 2):
+                await self._republish.wait()
+
+    def request_republish(self) -> None:
+        """Publish a fresh record now (the publish loop does it)."""
+        self._republish.set()
+
+    def _published_figures(self) -> dict[str, float]:
+        figures: dict[str, float] = {}
+        if self._record is not None:
+            record = self._record.record
+            figures.update(record.perf)
+            figures["load"] = record.load
+            for model in record.models:
+                figures[f"{model.name}.ttft_ms"] = model.ttft_ms
+                figures[f"{model.name}.tokens_per_s"] = model.tokens_per_s
+        return {k: v for k, v in figures.items() if v or k == "load"}
+
+    def _current_figures(self) -> dict[str, float]:
+        figures: dict[str, float] = {**self.worker.perf(), "load": self.worker.load}
+        for model in self.worker.models():
+            figures[f"{model.name}.ttft_ms"] = model.ttft_ms
+            figures[f"{model.name}.tokens_per_s"] = model.tokens_per_s
+        return {k: v for k, v in figures.items() if v or k == "load"}
+
+    async def _perf_loop(self) -> None:
+        """Republish when measured speed or load drift from the published record,
+        at most once per ``perf_republish_interval``."""
+        while True:
+            await trio.sleep(self.config.perf_check_interval)
+            if not self.first_publish.is_set():
+                continue
+            moved = drifted(self._published_figures(), self._current_figures())
+            since = trio.current_time() - self._published_at
+            if moved and since >= self.config.perf_republish_interval:
+                log.info("republishing: %s drifted", ", ".join(moved))
+                self.drift_republishes += 1
+                self.request_republish()
+
+    async def _warm_up(self) -> None:
+        if await self.worker.warm_up():
+            self.request_republish()
 
     async def _maintenance_loop(self) -> None:
         while True:
@@ -722,6 +782,11 @@ class Node:
         the task to one peer, whose error is raised as it is.  A passed deadline
         raises :class:`RequestTimeoutError`.  ``on_chunk`` receives streamed chunk
         data.
+
+        With a ``session``, a chat input (``{"messages": [...]}``) holds only the new
+        turn: this node keeps the conversation, sends follow-ups to the peer that
+        holds its history, and sends the whole of it again to a peer that does not
+        (failover, or a worker that answered ``session_unknown``).
         """
         self._check_running()
         validate_capability(capability)
@@ -736,27 +801,45 @@ class Node:
             targets = [(c.record.peer, c.capability) for c in rank_candidates(records, capability)]
         if not targets:
             raise NoCandidatesError(capability)
+        conversation = None
+        if session is not None and chat_messages(input) is not None:
+            conversation = self.conversations.get(session)
+            holder = conversation.peer
+            # The peer holding the history goes first: it needs only the new turn.
+            targets.sort(key=lambda t: t[0] != holder)
         attempts: list[tuple[str, Exception]] = []
 
         async def forward(event: Message) -> None:
             if on_chunk is not None and isinstance(event, TaskChunk):
                 await on_chunk(event.data)
 
-        for target, _match in targets:
-            if self.clock() * 1000 >= deadline_ms:
-                break
+        async def run(target: bytes, *, full: bool = False) -> TaskResult:
+            task_input = input
+            if conversation is not None:
+                task_input = self.conversations.turn_input(conversation, input, target, full=full)
             offer = TaskOffer(
                 id=os.urandom(16),
                 cap=capability,
-                input=input,
+                input=task_input,
                 deadline=deadline_ms,
                 params=dict(params or {}),
                 stream=stream,
                 session=session,
             )
+            try:
+                return await self.client.run(target, offer, on_event=forward)
+            except TaskFailedError as exc:
+                if exc.code != "session_unknown" or full or conversation is None:
+                    raise
+                log.info("peer %s lost session %s; resending it whole", ID(target), session)
+                return await run(target, full=True)
+
+        for target, _match in targets:
+            if self.clock() * 1000 >= deadline_ms:
+                break
             target_text = peer_id_to_text(target)
             try:
-                result = await self.client.run(target, offer, on_event=forward)
+                result = await run(target)
             except (TaskRejectedError, TaskFailedError) as exc:
                 self.tasks_sent[f"{capability}:{exc.code}"] += 1
                 if peer is not None or exc.code in _NOT_RETRYABLE:
@@ -773,6 +856,8 @@ class Node:
                 attempts.append((target_text, exc))
                 continue
             self.tasks_sent[f"{capability}:ok"] += 1
+            if conversation is not None:
+                self.conversations.answered(conversation, input, target, result.output)
             return Answer(
                 output=result.output,
                 peer=target_text,

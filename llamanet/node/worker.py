@@ -9,22 +9,30 @@ others.
 
 from __future__ import annotations
 
+import logging
+import os
 import statistics
 import time
 from collections import Counter, deque
-from collections.abc import AsyncGenerator, Callable, Sequence
-from dataclasses import dataclass
-from typing import Final
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass, replace
+from typing import Any, Final
 
 import trio
 
 from llamanet.backends.base import Backend, Chunk, Completion, TaskRequest
-from llamanet.errors import LocalProtocolError
+from llamanet.errors import BackendError, LocalProtocolError, ModelNotFoundError, SkillInputError
 from llamanet.protocol.capabilities import best_match
 from llamanet.protocol.codec import pack_value
 from llamanet.protocol.messages import TaskOffer, TaskRejected
 from llamanet.protocol.peer_ids import peer_id_to_text
 from llamanet.protocol.records import ModelInfo, model_meets
+
+from .perf import ModelSpeed, SpeedBook
+from .sessions import FOLLOW_UP, SessionLimits, SessionStore, chat_messages
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_CONCURRENCY: Final = 16
 DEFAULT_MAX_TASKS_PER_PEER: Final = 8
@@ -67,10 +75,15 @@ class _Admission:
         outcome = "failed"
         started = trio.current_time()
         try:
-            async for item in self._backend.execute(self._request):
+            request, context = self._worker.with_session_context(self._request)
+            async for item in self._worker.measured(self._backend, request):
                 if isinstance(item, Completion):
                     outcome = "ok"
                     self._worker.durations.append(trio.current_time() - started)
+                    if context is not None and request.session:
+                        self._worker.sessions.keep(
+                            request.requester, request.session, context, item.output
+                        )
                 yield item
         finally:
             self._worker.outcomes[(self._request.capability, outcome)] += 1
@@ -90,10 +103,13 @@ class Worker:
         limits: WorkerLimits | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        sessions: SessionLimits | None = None,
     ) -> None:
         self.backends = list(backends)
         self.limits = limits or WorkerLimits()
         self._clock = clock
+        self.sessions = SessionStore(sessions, clock=clock)
+        self.speeds = SpeedBook()
         self.in_flight = 0
         self._per_peer: Counter[bytes] = Counter()
         self.outcomes: Counter[tuple[str, str]] = Counter()
@@ -117,7 +133,100 @@ class Worker:
         self._backend_by_cap = seen
 
     def models(self) -> list[ModelInfo]:
-        return [m for backend in self.backends for m in backend.models()]
+        """The backends' models, with the speed measured here for each."""
+        models = []
+        for backend in self.backends:
+            for model in backend.models():
+                speed = self.speeds.get(model.digest or model.name)
+                if speed is not None:
+                    model = replace(
+                        model, ttft_ms=speed.ttft_ms(), tokens_per_s=speed.tokens_per_s()
+                    )
+                models.append(model)
+        return models
+
+    def perf(self) -> dict[str, float]:
+        """The node's measured figures for its record: task p50, time to first
+        token and decode speed (each only once measured)."""
+        figures = self.speeds.summary()
+        p50 = round(self.p50_ms(), 3)
+        if p50:
+            figures["p50_ms"] = p50
+        return figures
+
+    async def measured(
+        self, backend: Backend, request: TaskRequest
+    ) -> AsyncGenerator[Chunk | Completion, None]:
+        """``backend.execute(request)``, timing first token and decode speed."""
+        started = trio.current_time()
+        first: float | None = None
+        async with aclosing(backend.execute(request)) as items:
+            async for item in items:
+                now = trio.current_time()
+                if isinstance(item, Chunk) and first is None:
+                    first = now - started
+                if isinstance(item, Completion):
+                    tokens = item.usage.get("completion_tokens", 0)
+                    key = item.model_digest or item.model
+                    if key and tokens:
+                        self.speeds.observe(
+                            key, ttft=first, tokens=tokens, started=started, ended=now
+                        )
+                yield item
+
+    def with_session_context(
+        self, request: TaskRequest
+    ) -> tuple[TaskRequest, list[Mapping[str, Any]] | None]:
+        """``request`` with a follow-up's kept history put in front of its new
+        messages, and the context the model sees (``None`` outside sessions)."""
+        if not isinstance(request.input, Mapping) or chat_messages(request.input) is None:
+            return request, None
+        if not request.session:
+            if request.input.get(FOLLOW_UP):
+                raise SkillInputError("follow_up needs a session")
+            return request, None
+        context = self.sessions.context(request.requester, request.session, request.input)
+        body = {k: v for k, v in request.input.items() if k != FOLLOW_UP}
+        body["messages"] = context
+        return replace(request, input=body), context
+
+    async def warm_up(self, *, prompt: str = "Hello", max_tokens: int = 8) -> int:
+        """Run a short generation on every model that generates, to measure it
+        before real traffic does; returns how many answered."""
+        answered = 0
+        for backend in self.backends:
+            if "llm.generate" not in backend.capabilities():
+                continue
+            for model in backend.models():
+                request = TaskRequest(
+                    id=os.urandom(16),
+                    capability="llm.generate",
+                    requested="llm.generate",
+                    input={"prompt": prompt},
+                    params={"max_tokens": max_tokens},
+                    model={"name": model.name},
+                    stream=True,
+                    deadline=self._clock() + 120.0,
+                )
+                try:
+                    with trio.fail_after(120):
+                        async with aclosing(self.measured(backend, request)) as items:
+                            async for _ in items:
+                                pass
+                except ModelNotFoundError:
+                    continue  # an embedding-only model
+                except (BackendError, trio.TooSlowError) as exc:
+                    log.warning("warm-up of %s failed: %s", model.name, exc)
+                    continue
+                answered += 1
+                speed = self.speeds.get(model.digest or model.name) or ModelSpeed()
+                log.info(
+                    "warm-up: %s answered; first token %.1f ms, %.1f tokens/s",
+                    model.name,
+                    speed.ttft_ms(),
+                    speed.tokens_per_s(),
+                )
+        return answered
 
     def p50_ms(self) -> float:
         """Median time of recent completed tasks, in ms (0 before the first)."""

@@ -87,6 +87,10 @@ class ModelInfo:
     """Parameter count as the model server reports it, e.g. ``7.6B``."""
     quant: str = ""
     family: str = ""
+    ttft_ms: float = 0.0
+    """Median time to first token the serving node measured (0 when not yet)."""
+    tokens_per_s: float = 0.0
+    """Median decode speed the serving node measured (0 when not yet)."""
 
     def __post_init__(self) -> None:
         for name in ("name", "digest", "params", "quant", "family"):
@@ -94,9 +98,12 @@ class ModelInfo:
             _require(isinstance(value, str) and len(value) <= 256, f"model {name} must be a string")
         _require(bool(self.name), "model name must not be empty")
         _require(_is_int(self.ctx) and self.ctx >= 0, "model ctx must be a non-negative integer")
+        for name in ("ttft_ms", "tokens_per_s"):
+            value = getattr(self, name)
+            _require(_is_number(value) and value >= 0, f"model {name} must be a number >= 0")
 
     def to_wire(self) -> dict[str, Any]:
-        return {
+        wire: dict[str, Any] = {
             "name": self.name,
             "digest": self.digest,
             "ctx": self.ctx,
@@ -104,6 +111,12 @@ class ModelInfo:
             "quant": self.quant,
             "family": self.family,
         }
+        # Measured figures only once measured: records are capped at 8 KiB.
+        if self.ttft_ms:
+            wire["ttft_ms"] = self.ttft_ms
+        if self.tokens_per_s:
+            wire["tokens_per_s"] = self.tokens_per_s
+        return wire
 
 
 def model_meets(model: ModelInfo, constraints: Mapping[str, Any]) -> bool:
@@ -207,7 +220,16 @@ class CapabilityRecord:
             models_raw = obj.get("models", [])
             if not isinstance(models_raw, list) or not all(isinstance(m, dict) for m in models_raw):
                 raise MalformedRecordError("models must be a list of maps")
-            known = {"name", "digest", "ctx", "params", "quant", "family"}
+            known = {
+                "name",
+                "digest",
+                "ctx",
+                "params",
+                "quant",
+                "family",
+                "ttft_ms",
+                "tokens_per_s",
+            }
             models = tuple(
                 ModelInfo(**{k: v for k, v in m.items() if k in known}) for m in models_raw
             )

@@ -72,7 +72,7 @@ async def test_generate_and_embed() -> None:
         items = await run(backend, request("llm.generate", {"prompt": "say hello"}))
         assert items[-1] == Completion(
             output="".join(REPLY), usage={"prompt_tokens": 7, "completion_tokens": 5},
-            model_digest="sha256:a8b0c5157701",
+            model_digest="sha256:a8b0c5157701", model="qwen2.5:0.5b",
         )  # fmt: skip
         (embedded,) = await run(backend, request("llm.embed", {"texts": ["ab", "abcd"]}))
         assert isinstance(embedded, Completion)
