@@ -161,6 +161,13 @@ def _parse_input(args: argparse.Namespace) -> Any:
             return json.loads(args.input)
         except ValueError as exc:
             raise LlamanetError(f"--input-json: INPUT is not JSON: {exc}") from exc
+    # Plain text for the model capabilities means what anyone would expect.
+    if args.capability == "llm.chat":
+        return {"messages": [{"role": "user", "content": args.input}]}
+    if args.capability == "llm.generate":
+        return {"prompt": args.input}
+    if args.capability == "llm.embed":
+        return {"texts": [args.input]}
     return args.input
 
 
@@ -185,6 +192,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
         "timeout": args.timeout,
         "peer": args.peer,
         "stream": args.stream,
+        "session": args.session,
     }
     with ApiClient(args.home, timeout=args.timeout + 10) as api:
         if not args.stream:
@@ -243,6 +251,7 @@ def node_config_from(args: argparse.Namespace) -> NodeConfig:
         mdns_service=args.mdns_service,
         skills=skills,
         backends=tuple(args.backend) if args.backend else None,
+        warmup=False if args.no_warmup else None,
         swarm=args.swarm,
         pow_difficulty=args.pow_difficulty,
         api_port=args.api_port,
@@ -323,8 +332,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend",
         action="append",
         metavar="SPEC",
-        help="model backend, repeatable: auto (default: Ollama on 127.0.0.1:11434 if it "
-        "answers, plus the built-in skills), builtin, ollama[:URL]",
+        help="model backend, repeatable: auto (default: Ollama on 127.0.0.1:11434 and an "
+        "OpenAI-compatible server on 127.0.0.1:8080 if they answer, plus the built-in "
+        "skills), builtin, ollama[:URL], openai[:URL], gguf:PATH",
+    )
+    node.add_argument(
+        "--no-warmup",
+        action="store_true",
+        help="do not probe each model with a short generation at start",
     )
     node.add_argument("--swarm", help="swarm name (default: main)")
     node.add_argument("--pow-difficulty", type=int, help="proof-of-work bits for identities")
@@ -360,6 +375,11 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--input-json", action="store_true", help="parse INPUT as JSON")
     ask.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
     ask.add_argument("--peer", help="send to this peer ID only")
+    ask.add_argument(
+        "--session",
+        metavar="NAME",
+        help="chat session: the daemon keeps the conversation, so each ask is one turn",
+    )
     ask.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30)")
     ask.set_defaults(func=cmd_ask)
     return parser

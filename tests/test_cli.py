@@ -197,3 +197,21 @@ def test_a_killed_daemon_is_reported_not_hung_on(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "is not answering" in result.stderr
     assert time.monotonic() - started < 15
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["ask", "llm.chat", "hi"], {"messages": [{"role": "user", "content": "hi"}]}),
+        (["ask", "llm.generate", "once upon"], {"prompt": "once upon"}),
+        (["ask", "llm.embed", "a text"], {"texts": ["a text"]}),
+        (["ask", "text.echo", "hi"], "hi"),
+        (["ask", "llm.chat", '{"messages": []}', "--input-json"], {"messages": []}),
+    ],
+)
+def test_plain_text_input_takes_each_model_capabilitys_shape(
+    argv: list[str], expected: object
+) -> None:
+    from llamanet.cli import _parse_input, build_parser
+
+    assert _parse_input(build_parser().parse_args(argv)) == expected

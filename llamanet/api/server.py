@@ -10,7 +10,7 @@ Routes (JSON unless noted)::
     GET  /v1/peers                 known peers with their verified records
     GET  /v1/record                this node's current signed record
     GET  /v1/find?cap=C[&limit=N][&timeout=S]   verified records offering C
-    POST /v1/ask  {cap, input, stream?, params?, timeout?, peer?}
+    POST /v1/ask  {cap, input, stream?, params?, timeout?, peer?, session?}
                                    the answer; with "stream": true an NDJSON
                                    stream of {"event": "chunk"|"result"|"error"}
     POST /v1/connect {addr}        dial a peer and add it to the DHT
@@ -268,12 +268,16 @@ def build_app(node: Node, token: str) -> Starlette:
         peer = body.get("peer")
         if peer is not None and not isinstance(peer, str):
             raise ApiError(400, "'peer' must be a peer ID")
+        session = body.get("session")
+        if session is not None and not (isinstance(session, str) and 0 < len(session) <= 128):
+            raise ApiError(400, "'session' must be a name of 1 to 128 characters")
         args: dict[str, Any] = {
             "capability": cap,
             "input": body.get("input"),
             "params": params,
             "timeout": _timeout(body.get("timeout"), 30.0),
             "peer": peer,
+            "session": session,
         }
         if body.get("stream"):
             return _NdjsonAsk(node, args)

@@ -54,6 +54,9 @@ class OllamaBackend:
         self._models: list[ModelInfo] = []
         self._caps_by_model: dict[str, frozenset[str]] = {}
 
+    def __repr__(self) -> str:
+        return f"OllamaBackend({self.url!r}, {len(self._models)} models)"
+
     async def aclose(self) -> None:
         await self._http.aclose()
 
@@ -115,9 +118,7 @@ class OllamaBackend:
             if constraints and not model_meets(model, constraints):
                 continue
             return model
-        raise ModelNotFoundError(
-            f"no model here serves {task_cap} with {dict(constraints or {})}"
-        )
+        raise ModelNotFoundError(f"no model here serves {task_cap} with {dict(constraints or {})}")
 
     # -- tasks ------------------------------------------------------------------------
 

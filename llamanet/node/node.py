@@ -48,6 +48,7 @@ from llamanet.adapters.task_client import StreamPool, TaskClient
 from llamanet.adapters.task_server import ServerLimits, TaskServer
 from llamanet.backends.base import Backend
 from llamanet.backends.builtin import BuiltinBackend
+from llamanet.backends.model_files import DigestCache
 from llamanet.backends.selection import build_backends, close_backends
 from llamanet.discovery.bootstrap import BootstrapPeer, parse_bootstrap_file, parse_peer_addr
 from llamanet.discovery.liveness import LivenessConfig, LivenessTable
@@ -94,6 +95,7 @@ LAN_MEET_ATTEMPTS: Final = 4
 
 ChunkCallback = Callable[[Any], Awaitable[None]]
 # Failures caused by the task itself: another peer would fail the same way.
+DIGEST_CACHE: Final = "model_digests.json"
 _NOT_RETRYABLE: Final = frozenset({"bad_request", "too_large", "cancelled", "depth_exceeded"})
 
 
@@ -903,6 +905,8 @@ class Node:
             },
             "tasks_rejected": dict(self.worker.rejections),
             "tasks_sent": dict(self.tasks_sent),
+            "perf": self.worker.perf(),
+            "sessions_kept": len(self.worker.sessions),
             "records_rejected": dict(self.rejected_records),
             "uptime_s": round(self.clock() - self.started_at, 1) if self.started_at else 0,
             "api": self.api_url,
@@ -955,7 +959,9 @@ async def open_node(
     """Start a node and yield it once it is listening, bootstrapped and signed."""
     opened = backends is None
     if backends is None:
-        backends = await build_backends(config.backends, config.skills)
+        backends = await build_backends(
+            config.backends, config.skills, digest_cache=DigestCache(config.home / DIGEST_CACHE)
+        )
         if config.agents:
             backends = [AgentBackend(config.agents, backends), *backends]
     try:

@@ -159,12 +159,16 @@ async def test_a_peer_streams_tokens_from_a_nodes_ollama(tmp_path: Path) -> None
 async def test_backend_selection(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     async with running_ollama_double() as double:
-        found = await build_backends(("auto",), None, ollama_url=double.url)
+        found = await build_backends(
+            ("auto",), None, ollama_url=double.url, openai_url="http://127.0.0.1:9"
+        )
         assert [b.name for b in found] == ["ollama", "builtin"]
         explicit = await build_backends((f"ollama:{double.url}",), ("math.eval",))
         assert [b.name for b in explicit] == ["ollama"]
         await close_backends([*found, *explicit])
-    nothing = await build_backends(("auto",), None, ollama_url="http://127.0.0.1:9")
+    nothing = await build_backends(
+        ("auto",), None, ollama_url="http://127.0.0.1:9", openai_url="http://127.0.0.1:9"
+    )
     assert [b.name for b in nothing] == ["builtin"]
     assert HINT in caplog.text
     with pytest.raises(ConfigError, match="unreachable"):
