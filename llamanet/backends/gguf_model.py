@@ -18,6 +18,7 @@ import math
 import os
 import threading
 from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -117,6 +118,9 @@ class GgufBackend:
             self._llama = await trio.to_thread.run_sync(load)
         except (ValueError, RuntimeError) as exc:
             raise ModelFileError(f"llama.cpp cannot load {self.path}: {exc}") from exc
+        # With embeddings on, llama.cpp logs at error level, on every generation,
+        # that it marks all tokens as outputs; real failures reach us as exceptions.
+        logging.getLogger("llama-cpp-python").setLevel(logging.CRITICAL)
         self._model = ModelInfo(
             name=info.name or self.path.stem,
             digest=digest,
@@ -197,8 +201,8 @@ class GgufBackend:
                 f"of {model.ctx} tokens"
             )
         parts: list[str] = []
-        async with self._lock:
-            async for piece in _in_thread(start):
+        async with self._lock, aclosing(_in_thread(start)) as pieces:
+            async for piece in pieces:
                 text = _delta_text(piece)
                 if text:
                     parts.append(text)
