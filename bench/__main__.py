@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["task_rtt", "discovery", "lan", "idle_rss"]
+BENCHMARKS = ["task_rtt", "discovery", "lan", "idle_rss", "llm_latency"]
 
 
 def run(name: str) -> dict[str, Any]:
@@ -76,6 +76,10 @@ def render(results: dict[str, dict[str, Any]]) -> str:
         "",
         _lan_line(results["lan"]),
         "",
+        "## Model calls through the network (`bench/llm_latency.py`)",
+        "",
+        _llm_line(results["llm_latency"]),
+        "",
         "## Idle daemon (`bench/idle_rss.py`)",
         "",
         f"RSS after {rss['settle_s']:.0f} s idle: {rss['rss_mib']:.1f} MiB.",
@@ -93,6 +97,19 @@ def _lan_line(lan: dict[str, Any]) -> str:
         f"{lan['median_s']:.2f} s, max {lan['max_s']:.2f} s "
         f"({len(lan['start_to_record_held_s'])} samples); a node killed with SIGKILL is "
         f"dropped after median {lan['drop_median_s']:.1f} s, max {lan['drop_max_s']:.1f} s."
+    )
+
+
+def _llm_line(llm: dict[str, Any]) -> str:
+    d, n = llm["direct"], llm["network"]
+    return (
+        f"`llm.chat` streamed from the tiny random-weight Llama model on a llama-cpp-python "
+        f"server, {llm['tokens']} tokens, {llm['rounds']} alternating rounds. Direct HTTP: "
+        f"first token p50 {d['first_token_p50_ms']:.2f} ms, total p50 "
+        f"{d['total_p50_ms']:.2f} ms. Through llamanet (requester node -> worker daemon -> "
+        f"server): first token p50 {n['first_token_p50_ms']:.2f} ms, total p50 "
+        f"{n['total_p50_ms']:.2f} ms. Added: {llm['added_first_token_ms']:.2f} ms to the "
+        f"first token, {llm['added_total_ms']:.2f} ms to the whole answer."
     )
 
 

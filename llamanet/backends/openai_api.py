@@ -252,6 +252,12 @@ class OpenAIBackend:
     async def _check_fits(self, model: ModelInfo, texts: list[str], max_tokens: Any) -> None:
         if not model.ctx or self._tokenize is None:
             return
+        # A token is at least one byte: a prompt with fewer bytes than the window
+        # has room (a little margin per message for template and special tokens),
+        # and the usual short prompt costs no extra round trip to the server.
+        budget = max_tokens if isinstance(max_tokens, int) else 0
+        if sum(len(t.encode("utf-8")) + 16 for t in texts) + budget <= model.ctx:
+            return
         count = 0
         for text in texts:
             count += await self._count_tokens(model, text)

@@ -5,9 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from llamanet.testing.llama_server import LlamaServer, running_llama_server
 from llamanet.testing.tiny_gguf import find_vocab, write_tiny_llama
-
-from ..llm_server import LlamaServer, running_llama_server
 
 
 @pytest.fixture(scope="session")

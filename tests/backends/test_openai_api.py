@@ -22,8 +22,8 @@ from llamanet.errors import (
     ContextOverflowError,
     ModelNotFoundError,
 )
+from llamanet.testing.llama_server import LlamaServer, running_llama_server
 
-from ..llm_server import LlamaServer, running_llama_server
 from ..nodes import start_node
 
 pytestmark = pytest.mark.llm

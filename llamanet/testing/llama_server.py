@@ -1,5 +1,6 @@
-"""A real OpenAI-compatible model server for tests: llama-cpp-python's server
-(``python -m llama_cpp.server``) on a free loopback port, serving a GGUF file."""
+"""A real OpenAI-compatible model server for tests and benchmarks: llama-cpp-python's
+server (``python -m llama_cpp.server``, the ``test`` extra) on a free loopback port,
+serving a GGUF file."""
 
 from __future__ import annotations
 
