@@ -338,6 +338,8 @@ class OpenAIBackend:
                         raise _http_error(path, 500, json.dumps(event))
                     if isinstance(event, dict):
                         yield event
+        except httpx.ConnectError as exc:
+            raise BackendUnavailableError(f"{self.url} unreachable: {exc}") from exc
         except httpx.TransportError as exc:
             raise BackendUnavailableError(
                 f"{self.url}{path}: the stream was cut mid-way: {exc}"
