@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 import trio.testing
@@ -21,3 +22,13 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 def autojump_clock() -> trio.testing.MockClock:
     """Virtual time: timeouts in the core and in-memory tests cost no wall time."""
     return trio.testing.MockClock(autojump_threshold=0)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # llama-cpp-python opens /dev/null twice when imported (llama_cpp/_utils.py)
+    # and never closes it, which prints ResourceWarnings as the interpreter exits.
+    utils = sys.modules.get("llama_cpp._utils")
+    for name in ("outnull_file", "errnull_file"):
+        file = getattr(utils, name, None)
+        if file is not None:
+            file.close()
