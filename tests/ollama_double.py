@@ -42,6 +42,10 @@ class OllamaDouble:
         self.cut_stream = False
         self.requests: list[tuple[str, Any]] = []
         self.url = ""
+        self.hidden: set[str] = set()
+        """Models left out of /api/tags (as after ``ollama rm``)."""
+        self.down = False
+        """Answer /api/tags with 503, as a server that is shutting down."""
 
     async def _body(self, request: Request) -> Any:
         body = json.loads(await request.body() or b"{}")
@@ -55,9 +59,12 @@ class OllamaDouble:
         return JSONResponse({"error": message}, status_code=status)
 
     async def tags(self, request: Request) -> Response:
+        if self.down:
+            return JSONResponse({"error": "shutting down"}, status_code=503)
         models = [
             {"name": n, "model": n, "digest": m["digest"], "details": m["details"], "size": 1}
             for n, m in MODELS.items()
+            if n not in self.hidden
         ]
         return JSONResponse({"models": models})
 

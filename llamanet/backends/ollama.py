@@ -96,6 +96,16 @@ class OllamaBackend:
         self._models, self._caps_by_model = models, caps
         log.info("ollama at %s serves %d models", self.url, len(models))
 
+    async def refresh(self) -> None:
+        """Read the server's models again: models pulled or removed since, and a
+        server that stopped answering serves none until it is back."""
+        try:
+            await self.open()
+        except BackendError as exc:
+            if self._models:
+                log.warning("%s stopped answering (%s); its models are withdrawn", self.url, exc)
+            self._models, self._caps_by_model = [], {}
+
     def capabilities(self) -> Sequence[str]:
         names: dict[str, None] = {}
         for model in self._models:

@@ -96,6 +96,8 @@ class OpenAIBackend:
         self._digests = digest_cache or DigestCache(None)
         self._models: list[ModelInfo] = []
         self._caps_by_model: dict[str, frozenset[str]] = {}
+        self._embedding: dict[str, bool] = {}
+        """Whether each model answered an embedding probe (asked once per model)."""
         self._tokenize: str | None = None
         """The server's token-counting endpoint, if it has one."""
 
@@ -124,7 +126,10 @@ class OpenAIBackend:
             caps[model.name] = frozenset({CHAT, GENERATE})
         self._models, self._caps_by_model = models, caps
         for model in models:
-            if await self._embeds(model.name):
+            known = self._embedding.get(model.name)
+            if known is None:
+                known = self._embedding[model.name] = await self._embeds(model.name)
+            if known:
                 caps[model.name] = caps[model.name] | {EMBED}
         self._tokenize = await self._find_tokenizer()
         log.info("OpenAI-compatible server at %s serves %d models", self.url, len(models))
@@ -174,6 +179,16 @@ class OpenAIBackend:
             if response.status_code == 200:
                 return path
         return None
+
+    async def refresh(self) -> None:
+        """Read the server's models again: models pulled or removed since, and a
+        server that stopped answering serves none until it is back."""
+        try:
+            await self.open()
+        except BackendError as exc:
+            if self._models:
+                log.warning("%s stopped answering (%s); its models are withdrawn", self.url, exc)
+            self._models, self._caps_by_model = [], {}
 
     def capabilities(self) -> Sequence[str]:
         names: dict[str, None] = {}

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from llamanet.backends.base import Backend, Chunk, Completion, TaskRequest
-from llamanet.errors import ConfigError, SkillInputError
+from llamanet.errors import ConfigError, ModelNotFoundError, SkillInputError
 from llamanet.protocol.capabilities import is_valid_capability
 from llamanet.protocol.records import ModelInfo
 
@@ -68,24 +68,32 @@ class AgentBackend:
     name = "agents"
 
     def __init__(self, agents: Sequence[AgentSpec], backends: Sequence[Backend]) -> None:
-        self._routes: dict[str, tuple[AgentSpec, Backend]] = {}
+        self._agents = {agent.capability: agent for agent in agents}
+        self._backends = list(backends)
         for agent in agents:
-            inner = next(
-                (b for b in backends if any(m.name == agent.model for m in b.models())), None
-            )
-            if inner is None or "llm.chat" not in inner.capabilities():
+            if self._inner(agent) is None:
                 log.warning("agent %s: no backend serves model %r", agent.capability, agent.model)
-                continue
-            self._routes[agent.capability] = (agent, inner)
+
+    def _inner(self, agent: AgentSpec) -> Backend | None:
+        # Looked up at each use: model servers gain and lose models while we run.
+        for backend in self._backends:
+            if "llm.chat" in backend.capabilities() and any(
+                m.name == agent.model for m in backend.models()
+            ):
+                return backend
+        return None
 
     def capabilities(self) -> Sequence[str]:
-        return list(self._routes)
+        return [cap for cap, agent in self._agents.items() if self._inner(agent) is not None]
 
     def models(self) -> Sequence[ModelInfo]:
         return ()  # the backend that runs the model advertises it
 
     async def execute(self, request: TaskRequest) -> AsyncGenerator[Chunk | Completion, None]:
-        agent, inner = self._routes[request.capability]
+        agent = self._agents[request.capability]
+        inner = self._inner(agent)
+        if inner is None:
+            raise ModelNotFoundError(f"model {agent.model!r} is not served here any more")
         if isinstance(request.input, str):
             messages: list[Any] = [{"role": "user", "content": request.input}]
         elif isinstance(request.input, dict) and isinstance(request.input.get("messages"), list):

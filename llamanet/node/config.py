@@ -95,6 +95,8 @@ class NodeConfig:
     """Open inbound task streams one peer may hold; more are reset at once."""
     stream_idle_timeout: float = 60.0
     """Inbound task streams with no task for this long are closed."""
+    model_refresh_interval: float = 60.0
+    """How often model servers are asked again which models they serve."""
     warmup: bool = True
     """Measure each model with a short generation at start (it is loaded then, too)."""
     perf_check_interval: float = 10.0
@@ -148,6 +150,7 @@ class NodeConfig:
             "stream_idle_timeout",
             "liveness_interval",
             "liveness_timeout",
+            "model_refresh_interval",
             "perf_check_interval",
             "perf_republish_interval",
             "session_max",

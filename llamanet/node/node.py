@@ -355,6 +355,7 @@ class Node:
                 nursery.start_soon(self._maintenance_loop)
                 nursery.start_soon(self._liveness_loop)
                 nursery.start_soon(self._perf_loop)
+                nursery.start_soon(self._model_refresh_loop)
                 if self.config.warmup:
                     nursery.start_soon(self._warm_up)
                 if self.config.mdns:
@@ -494,6 +495,25 @@ class Node:
             if moved and since >= self.config.perf_republish_interval:
                 log.info("republishing: %s drifted", ", ".join(moved))
                 self.drift_republishes += 1
+                self.request_republish()
+
+    def _offer(self) -> tuple[object, ...]:
+        models = tuple((m.name, m.digest, m.ctx) for m in self.worker.models())
+        return (tuple(self.worker.capabilities()), models)
+
+    async def _model_refresh_loop(self) -> None:
+        """Follow the model servers: models pulled or removed, a server gone or
+        back.  A change is republished at once."""
+        while True:
+            await trio.sleep(self.config.model_refresh_interval)
+            before = self._offer()
+            for backend in self.worker.backends:
+                refresh = getattr(backend, "refresh", None)
+                if refresh is not None:
+                    await refresh()
+            self.worker.refresh_capabilities()
+            if self._offer() != before:
+                log.info("models changed: now serving %s", ", ".join(self.worker.capabilities()))
                 self.request_republish()
 
     async def _warm_up(self) -> None:

@@ -183,3 +183,29 @@ async def test_drift_republishes_at_most_once_per_interval(tmp_path: Path) -> No
             await trio.sleep(0.3)
             assert slow.drift_republishes == 0 and slow.record.seq == seqs[0]
         await backend.aclose()
+
+
+async def test_models_removed_or_a_server_gone_leave_the_record_and_come_back(
+    tmp_path: Path,
+) -> None:
+    async with running_ollama_double() as double:
+        backend = OllamaBackend(double.url)
+        await backend.open()
+        async with start_node(
+            tmp_path / "a", backends=[backend], warmup=False, model_refresh_interval=0.1
+        ) as a:
+
+            def served() -> set[str]:
+                return {m.name for m in a.record.record.models}
+
+            assert served() == {"qwen2.5:0.5b", "nomic-embed-text:latest"}
+            double.hidden = {"nomic-embed-text:latest"}  # ollama rm
+            await eventually(lambda: served() == {"qwen2.5:0.5b"})
+            assert "llm.embed" not in a.record.record.caps
+            double.down = True
+            await eventually(lambda: served() == set())
+            assert "llm.chat" not in a.record.record.caps
+            double.down, double.hidden = False, set()
+            await eventually(lambda: len(served()) == 2)
+            assert {"llm.chat", "llm.embed"} <= set(a.record.record.caps)
+        await backend.aclose()
