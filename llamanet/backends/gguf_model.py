@@ -27,6 +27,14 @@ import trio
 
 from llamanet.backends.base import Chunk, Completion, TaskRequest
 from llamanet.backends.model_files import DigestCache, ModelFileError, read_gguf_info
+from llamanet.backends.served_models import (
+    EMBED,
+    GENERATE,
+    MODEL_TASKS,
+    family_tag,
+    input_field,
+    mean_pooled,
+)
 from llamanet.errors import (
     BackendError,
     BackendRequestError,
@@ -35,12 +43,10 @@ from llamanet.errors import (
     ModelNotFoundError,
     SkillInputError,
 )
-from llamanet.protocol.capabilities import is_valid_capability
 from llamanet.protocol.records import ModelInfo, model_meets
 
 log = logging.getLogger(__name__)
 
-CHAT, GENERATE, EMBED = "llm.chat", "llm.generate", "llm.embed"
 DEFAULT_MAX_CTX: Final = 4096
 INSTALL_HINT: Final = "pip install 'llamanet[gguf]'"
 _SAMPLING: Final[dict[str, type | tuple[type, ...]]] = {
@@ -146,9 +152,8 @@ class GgufBackend:
     def capabilities(self) -> Sequence[str]:
         if self._model is None:
             return []
-        caps = [CHAT, GENERATE, EMBED]
-        tag = f"model.{self._model.family.lower().replace('-', '_')}"
-        return [*caps, tag] if is_valid_capability(tag) else caps
+        tag = family_tag(self._model)
+        return [*MODEL_TASKS, tag] if tag else list(MODEL_TASKS)
 
     def models(self) -> Sequence[ModelInfo]:
         return (self._model,) if self._model is not None else ()
@@ -163,13 +168,13 @@ class GgufBackend:
             raise ModelNotFoundError(f"{model.name} does not match {dict(request.model)}")
         llama = self._llama
         if request.capability == EMBED:
-            texts = _field(request.input, "texts", list)
+            texts = input_field(request.input, "texts", list)
             if not all(isinstance(t, str) for t in texts):
                 raise SkillInputError("texts must be strings")
             async with self._lock:
                 vectors = await trio.to_thread.run_sync(lambda: llama.embed(texts))
             yield Completion(
-                output=[_pooled(v) for v in vectors],
+                output=[mean_pooled(v) for v in vectors],
                 usage={"prompt_tokens": sum(len(llama.tokenize(t.encode())) for t in texts)},
                 model_digest=model.digest,
                 model=model.name,
@@ -177,13 +182,13 @@ class GgufBackend:
             return
         options = _sampling(request.params)
         if request.capability == GENERATE:
-            prompt = _field(request.input, "prompt", str)
+            prompt = input_field(request.input, "prompt", str)
             prompt_tokens = len(llama.tokenize(prompt.encode("utf-8")))
 
             def start() -> Iterator[Any]:
                 return iter(llama.create_completion(prompt=prompt, stream=True, **options))
         else:  # llm.chat and skills served by a chat model
-            messages = _field(request.input, "messages", list)
+            messages = input_field(request.input, "messages", list)
             # The template is applied inside llama-cpp-python; its contents are
             # the bulk of the prompt and enough to refuse what cannot fit.
             prompt_tokens = sum(
@@ -295,18 +300,3 @@ def _delta_text(piece: Any) -> str:
     delta = choice.get("delta")
     text = delta.get("content") if isinstance(delta, dict) else choice.get("text")
     return text if isinstance(text, str) else ""
-
-
-def _pooled(vector: Any) -> list[float]:
-    # Generative models have no pooling: llama.cpp answers one vector per token,
-    # and their mean stands for the text.
-    if vector and isinstance(vector[0], list):
-        width = len(vector[0])
-        return [sum(row[i] for row in vector) / len(vector) for i in range(width)]
-    return [float(x) for x in vector]
-
-
-def _field(value: Any, key: str, kind: type) -> Any:
-    if not isinstance(value, dict) or not isinstance(value.get(key), kind):
-        raise SkillInputError(f"input must be a map with {key!r} ({kind.__name__})")
-    return value[key]

@@ -17,42 +17,45 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any, Final
 
 import httpx
 
 from llamanet.backends.base import Chunk, Completion, TaskRequest
+from llamanet.backends.served_models import (
+    CHAT,
+    EMBED,
+    GENERATE,
+    ServedModels,
+    input_field,
+)
 from llamanet.errors import (
     BackendError,
     BackendRequestError,
     BackendUnavailableError,
     ContextOverflowError,
     ModelNotFoundError,
-    SkillInputError,
 )
-from llamanet.protocol.capabilities import is_valid_capability
-from llamanet.protocol.records import ModelInfo, model_meets
+from llamanet.protocol.records import ModelInfo
 
 log = logging.getLogger(__name__)
 
 DEFAULT_URL: Final = "http://127.0.0.1:11434"
-CHAT, GENERATE, EMBED = "llm.chat", "llm.generate", "llm.embed"
 
 
-class OllamaBackend:
+class OllamaBackend(ServedModels):
     """Serves the models of one Ollama server (call :meth:`open` first)."""
 
     name = "ollama"
 
     def __init__(self, url: str = DEFAULT_URL, *, timeout: float = 300.0) -> None:
+        super().__init__()
         self.url = url.rstrip("/")
         self._http = httpx.AsyncClient(
             base_url=self.url, timeout=httpx.Timeout(timeout, connect=5.0)
         )
-        self._models: list[ModelInfo] = []
-        self._caps_by_model: dict[str, frozenset[str]] = {}
 
     def __repr__(self) -> str:
         return f"OllamaBackend({self.url!r}, {len(self._models)} models)"
@@ -66,7 +69,7 @@ class OllamaBackend:
         """Read the server's models; raises :class:`BackendUnavailableError` if it
         does not answer."""
         tags = await self._json("GET", "/api/tags")
-        models, caps = [], {}
+        served: list[tuple[ModelInfo, set[str]]] = []
         for entry in tags.get("models", []):
             name = entry.get("name") or entry.get("model")
             if not isinstance(name, str):
@@ -76,59 +79,23 @@ class OllamaBackend:
             info = show.get("model_info") or {}
             ctx = next((v for k, v in info.items() if k.endswith(".context_length")), 0)
             digest = str(entry.get("digest", ""))
-            models.append(
-                ModelInfo(
-                    name=name,
-                    digest=f"sha256:{digest}" if digest and ":" not in digest else digest,
-                    ctx=int(ctx) if isinstance(ctx, int) else 0,
-                    params=str(details.get("parameter_size", "")),
-                    quant=str(details.get("quantization_level", "")),
-                    family=str(details.get("family", "")),
-                )
+            model = ModelInfo(
+                name=name,
+                digest=f"sha256:{digest}" if digest and ":" not in digest else digest,
+                ctx=int(ctx) if isinstance(ctx, int) else 0,
+                params=str(details.get("parameter_size", "")),
+                quant=str(details.get("quantization_level", "")),
+                family=str(details.get("family", "")),
             )
-            served = set(show.get("capabilities") or ["completion"])
+            abilities = set(show.get("capabilities") or ["completion"])
             model_caps = set()
-            if "completion" in served:
+            if "completion" in abilities:
                 model_caps |= {CHAT, GENERATE}
-            if "embedding" in served:
+            if "embedding" in abilities:
                 model_caps.add(EMBED)
-            caps[name] = frozenset(model_caps)
-        self._models, self._caps_by_model = models, caps
-        log.info("ollama at %s serves %d models", self.url, len(models))
-
-    async def refresh(self) -> None:
-        """Read the server's models again: models pulled or removed since, and a
-        server that stopped answering serves none until it is back."""
-        try:
-            await self.open()
-        except BackendError as exc:
-            if self._models:
-                log.warning("%s stopped answering (%s); its models are withdrawn", self.url, exc)
-            self._models, self._caps_by_model = [], {}
-
-    def capabilities(self) -> Sequence[str]:
-        names: dict[str, None] = {}
-        for model in self._models:
-            for cap in sorted(self._caps_by_model.get(model.name, ())):
-                names.setdefault(cap, None)
-        for model in self._models:
-            tag = f"model.{model.family.lower().replace('-', '_')}" if model.family else ""
-            if is_valid_capability(tag):
-                names.setdefault(tag, None)
-        return list(names)
-
-    def models(self) -> Sequence[ModelInfo]:
-        return tuple(self._models)
-
-    def _pick(self, capability: str, constraints: Mapping[str, Any] | None) -> ModelInfo:
-        task_cap = capability if capability in (CHAT, GENERATE, EMBED) else CHAT
-        for model in self._models:
-            if task_cap not in self._caps_by_model.get(model.name, ()):
-                continue
-            if constraints and not model_meets(model, constraints):
-                continue
-            return model
-        raise ModelNotFoundError(f"no model here serves {task_cap} with {dict(constraints or {})}")
+            served.append((model, model_caps))
+        self._serve(served)
+        log.info("ollama at %s serves %d models", self.url, len(served))
 
     # -- tasks ------------------------------------------------------------------------
 
@@ -138,12 +105,12 @@ class OllamaBackend:
             yield await self._embed(model, request)
             return
         if request.capability == GENERATE:
-            prompt = _field(request.input, "prompt", str)
+            prompt = input_field(request.input, "prompt", str)
             body: dict[str, Any] = {"model": model.name, "prompt": prompt, "stream": True}
             key = "response"
             path = "/api/generate"
         else:  # llm.chat and skills served by a chat model
-            messages = _field(request.input, "messages", list)
+            messages = input_field(request.input, "messages", list)
             body = {"model": model.name, "messages": messages, "stream": True}
             key = "message"
             path = "/api/chat"
@@ -179,7 +146,7 @@ class OllamaBackend:
         )
 
     async def _embed(self, model: ModelInfo, request: TaskRequest) -> Completion:
-        texts = _field(request.input, "texts", list)
+        texts = input_field(request.input, "texts", list)
         answer = await self._json("POST", "/api/embed", {"model": model.name, "input": texts})
         embeddings = answer.get("embeddings")
         if not isinstance(embeddings, list):
@@ -231,12 +198,6 @@ class OllamaBackend:
                         yield line
         except httpx.TransportError as exc:
             raise BackendUnavailableError(f"ollama at {self.url} failed mid-stream: {exc}") from exc
-
-
-def _field(value: Any, key: str, kind: type) -> Any:
-    if not isinstance(value, dict) or not isinstance(value.get(key), kind):
-        raise SkillInputError(f"input must be a map with {key!r} ({kind.__name__})")
-    return value[key]
 
 
 def _http_error(path: str, status: int, text: str) -> BackendError:

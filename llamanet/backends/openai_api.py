@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any, Final
@@ -41,22 +41,27 @@ from llamanet.backends.model_files import (
     params_label,
     read_gguf_info,
 )
+from llamanet.backends.served_models import (
+    CHAT,
+    EMBED,
+    GENERATE,
+    ServedModels,
+    input_field,
+    mean_pooled,
+)
 from llamanet.errors import (
     BackendError,
     BackendRequestError,
     BackendUnavailableError,
     ContextOverflowError,
     ModelNotFoundError,
-    SkillInputError,
 )
-from llamanet.protocol.capabilities import is_valid_capability
-from llamanet.protocol.records import ModelInfo, model_meets
+from llamanet.protocol.records import ModelInfo
 
 log = logging.getLogger(__name__)
 
 DEFAULT_URL: Final = "http://127.0.0.1:8080"
 KEY_ENVS: Final = ("LLAMANET_OPENAI_API_KEY", "OPENAI_API_KEY")
-CHAT, GENERATE, EMBED = "llm.chat", "llm.generate", "llm.embed"
 EMBED_PROBE_TIMEOUT: Final = 5.0
 _PASSED_AS_IS: Final = ("max_tokens", "temperature", "top_p", "top_k", "seed", "stop")
 
@@ -73,7 +78,7 @@ _OVERFLOW_WORDS: Final = (
 )
 
 
-class OpenAIBackend:
+class OpenAIBackend(ServedModels):
     """Serves the models of one OpenAI-compatible server (call :meth:`open` first)."""
 
     name = "openai"
@@ -86,6 +91,7 @@ class OpenAIBackend:
         timeout: float = 300.0,
         digest_cache: DigestCache | None = None,
     ) -> None:
+        super().__init__()
         base = url.rstrip("/")
         self.url = base.removesuffix("/v1")
         key = api_key or next((os.environ[k] for k in KEY_ENVS if os.environ.get(k)), None)
@@ -94,8 +100,6 @@ class OpenAIBackend:
             base_url=self.url, headers=headers, timeout=httpx.Timeout(timeout, connect=5.0)
         )
         self._digests = digest_cache or DigestCache(None)
-        self._models: list[ModelInfo] = []
-        self._caps_by_model: dict[str, frozenset[str]] = {}
         self._embedding: dict[str, bool] = {}
         """Whether each model answered an embedding probe (asked once per model)."""
         self._tokenize: str | None = None
@@ -117,22 +121,18 @@ class OpenAIBackend:
         if not isinstance(entries, list):
             raise BackendUnavailableError(f"{self.url}/v1/models did not list models")
         props = await self._optional_json("GET", "/props")
-        models, caps = [], {}
+        served: list[tuple[ModelInfo, set[str]]] = []
         for entry in entries:
             if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
                 continue
             model = await self._describe(entry, props)
-            models.append(model)
-            caps[model.name] = frozenset({CHAT, GENERATE})
-        self._models, self._caps_by_model = models, caps
-        for model in models:
-            known = self._embedding.get(model.name)
-            if known is None:
-                known = self._embedding[model.name] = await self._embeds(model.name)
-            if known:
-                caps[model.name] = caps[model.name] | {EMBED}
+            embeds = self._embedding.get(model.name)
+            if embeds is None:
+                embeds = self._embedding[model.name] = await self._embeds(model.name)
+            served.append((model, {CHAT, GENERATE, EMBED} if embeds else {CHAT, GENERATE}))
+        self._serve(served)
         self._tokenize = await self._find_tokenizer()
-        log.info("OpenAI-compatible server at %s serves %d models", self.url, len(models))
+        log.info("OpenAI-compatible server at %s serves %d models", self.url, len(served))
 
     async def _describe(self, entry: dict[str, Any], props: dict[str, Any]) -> ModelInfo:
         name = entry["id"]
@@ -180,42 +180,6 @@ class OpenAIBackend:
                 return path
         return None
 
-    async def refresh(self) -> None:
-        """Read the server's models again: models pulled or removed since, and a
-        server that stopped answering serves none until it is back."""
-        try:
-            await self.open()
-        except BackendError as exc:
-            if self._models:
-                log.warning("%s stopped answering (%s); its models are withdrawn", self.url, exc)
-            self._models, self._caps_by_model = [], {}
-
-    def capabilities(self) -> Sequence[str]:
-        names: dict[str, None] = {}
-        for model in self._models:
-            for cap in sorted(self._caps_by_model.get(model.name, ())):
-                names.setdefault(cap, None)
-        for model in self._models:
-            tag = f"model.{model.family.lower().replace('-', '_')}" if model.family else ""
-            if is_valid_capability(tag):
-                names.setdefault(tag, None)
-        return list(names)
-
-    def models(self) -> Sequence[ModelInfo]:
-        return tuple(self._models)
-
-    def _pick(self, capability: str, constraints: Mapping[str, Any] | None) -> ModelInfo:
-        task_cap = capability if capability in (CHAT, GENERATE, EMBED) else CHAT
-        for model in self._models:
-            if task_cap not in self._caps_by_model.get(model.name, ()):
-                continue
-            if constraints and not model_meets(model, constraints):
-                continue
-            return model
-        raise ModelNotFoundError(
-            f"no model at {self.url} serves {task_cap} with {dict(constraints or {})}"
-        )
-
     # -- tasks ------------------------------------------------------------------------
 
     async def execute(self, request: TaskRequest) -> AsyncGenerator[Chunk | Completion, None]:
@@ -225,11 +189,11 @@ class OpenAIBackend:
             return
         body: dict[str, Any] = {"model": model.name}
         if request.capability == GENERATE:
-            prompt = _field(request.input, "prompt", str)
+            prompt = input_field(request.input, "prompt", str)
             body["prompt"] = prompt
             path, texts = "/v1/completions", [prompt]
         else:  # llm.chat and skills served by a chat model
-            messages = _field(request.input, "messages", list)
+            messages = input_field(request.input, "messages", list)
             body["messages"] = messages
             path = "/v1/chat/completions"
             texts = [str(m.get("content", "")) for m in messages if isinstance(m, dict)]
@@ -294,7 +258,7 @@ class OpenAIBackend:
         return _int(answer.get("count"))
 
     async def _embed(self, model: ModelInfo, request: TaskRequest) -> Completion:
-        texts = _field(request.input, "texts", list)
+        texts = input_field(request.input, "texts", list)
         answer = await self._json("POST", "/v1/embeddings", {"model": model.name, "input": texts})
         vectors = _vectors(answer)
         if vectors is None or len(vectors) != len(texts):
@@ -415,12 +379,7 @@ def _vectors(answer: dict[str, Any] | None) -> list[list[float]] | None:
         vector = item.get("embedding") if isinstance(item, dict) else None
         if not isinstance(vector, list) or not vector:
             return None
-        if isinstance(vector[0], list):
-            # A model with no pooling answers one vector per token (llama-cpp-python
-            # for generative models); their mean stands for the text.
-            width = len(vector[0])
-            vector = [sum(row[i] for row in vector) / len(vector) for i in range(width)]
-        vectors.append(vector)
+        vectors.append(mean_pooled(vector))
     return vectors
 
 
@@ -430,12 +389,6 @@ def _safe_json(response: httpx.Response) -> dict[str, Any] | None:
     except ValueError:
         return None
     return data if isinstance(data, dict) else None
-
-
-def _field(value: Any, key: str, kind: type) -> Any:
-    if not isinstance(value, dict) or not isinstance(value.get(key), kind):
-        raise SkillInputError(f"input must be a map with {key!r} ({kind.__name__})")
-    return value[key]
 
 
 def _int(value: Any) -> int:
