@@ -94,8 +94,9 @@ BOOTSTRAP_TIMEOUT: Final = 5.0
 LAN_MEET_ATTEMPTS: Final = 4
 
 ChunkCallback = Callable[[Any], Awaitable[None]]
-# Failures caused by the task itself: another peer would fail the same way.
 DIGEST_CACHE: Final = "model_digests.json"
+MODEL_REFRESH_TIMEOUT: Final = 30.0
+# Failures caused by the task itself: another peer would fail the same way.
 _NOT_RETRYABLE: Final = frozenset({"bad_request", "too_large", "cancelled", "depth_exceeded"})
 
 
@@ -509,8 +510,12 @@ class Node:
             before = self._offer()
             for backend in self.worker.backends:
                 refresh = getattr(backend, "refresh", None)
-                if refresh is not None:
+                if refresh is None:
+                    continue
+                with trio.move_on_after(MODEL_REFRESH_TIMEOUT) as scope:
                     await refresh()
+                if scope.cancelled_caught:
+                    log.warning("%r did not say which models it serves in time", backend)
             self.worker.refresh_capabilities()
             if self._offer() != before:
                 log.info("models changed: now serving %s", ", ".join(self.worker.capabilities()))

@@ -76,15 +76,16 @@ class _Admission:
         started = trio.current_time()
         try:
             request, context = self._worker.with_session_context(self._request)
-            async for item in self._worker.measured(self._backend, request):
-                if isinstance(item, Completion):
-                    outcome = "ok"
-                    self._worker.durations.append(trio.current_time() - started)
-                    if context is not None and request.session:
-                        self._worker.sessions.keep(
-                            request.requester, request.session, context, item.output
-                        )
-                yield item
+            async with aclosing(self._worker.measured(self._backend, request)) as items:
+                async for item in items:
+                    if isinstance(item, Completion):
+                        outcome = "ok"
+                        self._worker.durations.append(trio.current_time() - started)
+                        if context is not None and request.session:
+                            self._worker.sessions.keep(
+                                request.requester, request.session, context, item.output
+                            )
+                    yield item
         finally:
             self._worker.outcomes[(self._request.capability, outcome)] += 1
 
