@@ -62,3 +62,32 @@ class CrashingSkillDouble:
             yield Completion(output="x" * (2 * 1024 * 1024))
             return
         yield Chunk("partial")
+
+
+class DelayedAnswerDouble:
+    """TEST DOUBLE: ``test.delay`` waits ``delay`` seconds before any output, then
+    answers ``label`` (one chunk, then the result).  Counts starts and cancellations."""
+
+    name = "delay-double"
+
+    def __init__(self, label: str, delay: float) -> None:
+        self.label = label
+        self.delay = delay
+        self.started = 0
+        self.cancelled = 0
+
+    def capabilities(self) -> Sequence[str]:
+        return ("test.delay",)
+
+    def models(self) -> Sequence[ModelInfo]:
+        return ()
+
+    async def execute(self, request: TaskRequest) -> AsyncGenerator[Chunk | Completion, None]:
+        self.started += 1
+        try:
+            await trio.sleep(self.delay)
+        except trio.Cancelled:
+            self.cancelled += 1
+            raise
+        yield Chunk(self.label)
+        yield Completion(output=self.label)

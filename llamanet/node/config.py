@@ -95,6 +95,9 @@ class NodeConfig:
     """Open inbound task streams one peer may hold; more are reset at once."""
     stream_idle_timeout: float = 60.0
     """Inbound task streams with no task for this long are closed."""
+    explore: float = 0.05
+    """Chance that a task goes to a capable peer this node has never used, so new
+    peers get tried (0 turns it off)."""
     model_refresh_interval: float = 60.0
     """How often model servers are asked again which models they serve."""
     warmup: bool = True
@@ -161,6 +164,8 @@ class NodeConfig:
         for name in positive:
             if not getattr(self, name) > 0:  # "not >" also refuses NaN
                 raise ConfigError(f"{name} must be positive")
+        if not 0 <= self.explore <= 1:
+            raise ConfigError("explore must be between 0 and 1")
         if self.max_depth < 0:
             raise ConfigError("max_depth must be >= 0")
         if self.max_input_bytes > self.max_frame_size:

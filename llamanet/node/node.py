@@ -16,8 +16,9 @@ import contextlib
 import json
 import logging
 import os
+import statistics
 import time
-from collections import Counter
+from collections import Counter, defaultdict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -44,7 +45,7 @@ from llamanet.adapters.libp2p_host import (
 )
 from llamanet.adapters.mdns import MdnsDiscovery, MdnsEvent, PeerGone
 from llamanet.adapters.stream import ByteStream
-from llamanet.adapters.task_client import StreamPool, TaskClient
+from llamanet.adapters.task_client import EventCallback, StreamPool, TaskClient
 from llamanet.adapters.task_server import ServerLimits, TaskServer
 from llamanet.backends.base import Backend
 from llamanet.backends.builtin import BuiltinBackend
@@ -63,11 +64,12 @@ from llamanet.errors import (
     RecordError,
     RemoteProtocolError,
     RequestTimeoutError,
+    TaskError,
     TaskFailedError,
     TaskRejectedError,
     TransportError,
 )
-from llamanet.orchestrator.selection import rank_candidates
+from llamanet.orchestrator.selection import PeerObservations, rank_candidates
 from llamanet.protocol.capabilities import validate_capability
 from llamanet.protocol.config import RecordPolicy, SessionConfig
 from llamanet.protocol.messages import Message, Receipt, TaskChunk, TaskOffer, TaskResult
@@ -78,7 +80,7 @@ from llamanet.trust.keys import Identity, load_or_create_identity
 
 from .agents import AgentBackend
 from .config import NodeConfig
-from .perf import drifted
+from .perf import drifted, percentile
 from .sessions import Conversations, SessionLimits, chat_messages
 from .worker import Worker, WorkerLimits
 
@@ -95,6 +97,11 @@ LAN_MEET_ATTEMPTS: Final = 4
 
 ChunkCallback = Callable[[Any], Awaitable[None]]
 DIGEST_CACHE: Final = "model_digests.json"
+ATTEMPT_SHARE: Final = 0.5
+"""Part of the time left that one attempt may use while other candidates wait."""
+DEFAULT_HEDGE_DELAY: Final = 1.0
+HEDGE_MIN_SAMPLES: Final = 5
+RTT_SAMPLES: Final = 64
 MODEL_REFRESH_TIMEOUT: Final = 30.0
 # Failures caused by the task itself: another peer would fail the same way.
 _NOT_RETRYABLE: Final = frozenset({"bad_request", "too_large", "cancelled", "depth_exceeded"})
@@ -175,6 +182,8 @@ class Node:
             ),
         )
         self.conversations = Conversations(clock=clock)
+        self._rtt: defaultdict[bytes, deque[float]] = defaultdict(lambda: deque(maxlen=RTT_SAMPLES))
+        """Round trips (ms) of recent tasks this node sent each peer."""
         self.registry = Registry()
         self.validator = CapsValidator(self.policy, clock)
         self.rejected_records: Counter[str] = self.validator.rejections
@@ -799,6 +808,9 @@ class Node:
         peer: str | None = None,
         on_chunk: ChunkCallback | None = None,
         session: str | None = None,
+        model: Mapping[str, Any] | None = None,
+        max_price: float | None = None,
+        hedge: bool | float = False,
     ) -> Answer:
         """Run ``capability`` on ``input`` somewhere in the swarm.
 
@@ -810,6 +822,13 @@ class Node:
         raises :class:`RequestTimeoutError`.  ``on_chunk`` receives streamed chunk
         data.
 
+        ``model`` constrains the model (``name``, ``family``, ``digest``,
+        ``min_ctx``); ``max_price`` caps the price per 1k tokens.  An attempt that
+        gets no answer in time gives way to the next candidate after half of the
+        time left.  With ``hedge`` (``True``: after this node's p95 round trip to
+        the first candidate; a number: after that many seconds) a second candidate
+        is asked too, and the first to answer wins while the other is cancelled.
+
         With a ``session``, a chat input (``{"messages": [...]}``) holds only the new
         turn: this node keeps the conversation, sends follow-ups to the peer that
         holds its history, and sends the whole of it again to a peer that does not
@@ -818,14 +837,22 @@ class Node:
         self._check_running()
         validate_capability(capability)
         started = trio.current_time()
-        deadline_ms = int((self.clock() + timeout) * 1000)
+        deadline = self.clock() + timeout
         if peer is not None:
-            targets = [(peer_id_from_text(peer), capability)]
+            targets = [peer_id_from_text(peer)]
         else:
             records = self._known_providers(capability)
             if not records:
                 records = await self.find(capability, timeout=min(10.0, timeout / 2))
-            targets = [(c.record.peer, c.capability) for c in rank_candidates(records, capability)]
+            ranked = rank_candidates(
+                records,
+                capability,
+                model=model,
+                max_price=max_price,
+                seen=self._observations(),
+                explore=self.config.explore,
+            )
+            targets = [c.record.peer for c in ranked]
         if not targets:
             raise NoCandidatesError(capability)
         conversation = None
@@ -833,14 +860,12 @@ class Node:
             conversation = self.conversations.get(session)
             holder = conversation.peer
             # The peer holding the history goes first: it needs only the new turn.
-            targets.sort(key=lambda t: t[0] != holder)
+            targets.sort(key=lambda t: t != holder)
         attempts: list[tuple[str, Exception]] = []
 
-        async def forward(event: Message) -> None:
-            if on_chunk is not None and isinstance(event, TaskChunk):
-                await on_chunk(event.data)
-
-        async def run(target: bytes, *, full: bool = False) -> TaskResult:
+        async def run(
+            target: bytes, until: float, on_event: EventCallback, *, full: bool = False
+        ) -> TaskResult:
             task_input = input
             if conversation is not None:
                 task_input = self.conversations.turn_input(conversation, input, target, full=full)
@@ -848,46 +873,72 @@ class Node:
                 id=os.urandom(16),
                 cap=capability,
                 input=task_input,
-                deadline=deadline_ms,
+                deadline=int(until * 1000),
                 params=dict(params or {}),
+                model=dict(model) if model else None,
                 stream=stream,
                 session=session,
             )
+            sent = trio.current_time()
             try:
-                return await self.client.run(target, offer, on_event=forward)
+                result = await self.client.run(target, offer, on_event=on_event)
             except TaskFailedError as exc:
                 if exc.code != "session_unknown" or full or conversation is None:
                     raise
                 log.info("peer %s lost session %s; resending it whole", ID(target), session)
-                return await run(target, full=True)
+                return await run(target, until, on_event, full=True)
+            self._rtt[target].append((trio.current_time() - sent) * 1000)
+            return result
 
-        for target, _match in targets:
-            if self.clock() * 1000 >= deadline_ms:
-                break
-            target_text = peer_id_to_text(target)
-            try:
-                result = await run(target)
-            except (TaskRejectedError, TaskFailedError) as exc:
+        async def forward(event: Message) -> None:
+            if on_chunk is not None and isinstance(event, TaskChunk):
+                await on_chunk(event.data)
+
+        def failed(target: bytes, exc: Exception) -> None:
+            """Count a failed attempt; raise it if no other peer may be tried."""
+            if isinstance(exc, TaskRejectedError | TaskFailedError):
                 self.tasks_sent[f"{capability}:{exc.code}"] += 1
                 if peer is not None or exc.code in _NOT_RETRYABLE:
-                    raise
-                attempts.append((target_text, exc))
-                continue
-            except RequestTimeoutError:
+                    raise exc
+            elif isinstance(exc, RequestTimeoutError):
                 self.tasks_sent[f"{capability}:timeout"] += 1
-                raise
-            except (TransportError, RemoteProtocolError) as exc:
+                if peer is not None:
+                    raise exc
+            else:
                 self.tasks_sent[f"{capability}:unreachable"] += 1
                 if peer is not None:
-                    raise
-                attempts.append((target_text, exc))
-                continue
+                    raise exc
+            attempts.append((peer_id_to_text(target), exc))
+
+        pending = list(targets)
+        while pending and self.clock() < deadline:
+            target = pending.pop(0)
+            if hedge and pending:
+                second = pending.pop(0)
+                won, errors = await self._hedged(
+                    run, target, second, deadline, self._hedge_delay(target, hedge), forward
+                )
+                for loser, exc in errors:
+                    failed(loser, exc)
+                if won is None:
+                    continue
+                target, result = won
+            else:
+                # Leave time for the others: a peer that never answers costs at most
+                # a share of what is left.
+                now = self.clock()
+                until = deadline if not pending else now + (deadline - now) * ATTEMPT_SHARE
+                try:
+                    result = await run(target, until, forward)
+                except (TaskError, TransportError, RemoteProtocolError) as exc:
+                    failed(target, exc)
+                    continue
             self.tasks_sent[f"{capability}:ok"] += 1
             if conversation is not None:
                 self.conversations.answered(conversation, input, target, result.output)
             return Answer(
                 output=result.output,
-                peer=target_text,
+                peer=peer_id_to_text(target),
                 capability=capability,
                 usage=result.usage,
                 model_digest=result.model_digest,
@@ -895,12 +946,81 @@ class Node:
                 elapsed_ms=(trio.current_time() - started) * 1000,
                 attempts=[(p, str(e)) for p, e in attempts],
             )
-        if self.clock() * 1000 >= deadline_ms:
+        if self.clock() >= deadline:
             raise RequestTimeoutError(
                 f"deadline passed after {len(attempts)} failed attempts: "
                 + "; ".join(f"{p[:16]}…: {e}" for p, e in attempts)
             )
         raise NoCandidatesError(capability, "every candidate failed", attempts)
+
+    def _observations(self) -> PeerObservations:
+        return PeerObservations(
+            rtt_ms={p: statistics.median(s) for p, s in self._rtt.items() if s},
+        )
+
+    def _hedge_delay(self, target: bytes, hedge: bool | float) -> float:
+        """Seconds after which a second request goes out: ``hedge`` if a number,
+        else the p95 of this node's recent round trips to ``target``."""
+        if not isinstance(hedge, bool):
+            return float(hedge)
+        samples = self._rtt.get(target)
+        if not samples or len(samples) < HEDGE_MIN_SAMPLES:
+            return DEFAULT_HEDGE_DELAY
+        return percentile(samples, 95) / 1000
+
+    async def _hedged(
+        self,
+        run: Callable[[bytes, float, EventCallback], Awaitable[TaskResult]],
+        first: bytes,
+        second: bytes,
+        deadline: float,
+        delay: float,
+        forward: EventCallback,
+    ) -> tuple[tuple[bytes, TaskResult] | None, list[tuple[bytes, Exception]]]:
+        """``first`` now and ``second`` after ``delay`` (at once if ``first`` fails);
+        the first to answer wins and the other is cancelled.  An attempt answers
+        with its first streamed chunk, so only one ever streams to the caller."""
+        won: list[tuple[bytes, TaskResult]] = []
+        errors: list[tuple[bytes, Exception]] = []
+        first_failed = trio.Event()
+        claimed: list[bytes] = []
+
+        async def attempt(target: bytes, wait: float, scope: trio.CancelScope) -> None:
+            if wait:
+                with trio.move_on_after(wait):
+                    await first_failed.wait()
+
+            async def on_event(event: Message) -> None:
+                if isinstance(event, TaskChunk):
+                    if not claimed:
+                        claimed.append(target)
+                        log.info("hedged task: %s answered first", ID(target))
+                        scope.cancel()  # the other attempt
+                    if claimed[0] == target:
+                        await forward(event)
+
+            try:
+                result = await run(target, deadline, on_event)
+            except (TaskError, TransportError, RemoteProtocolError) as exc:
+                errors.append((target, exc))
+                if target == first:
+                    first_failed.set()
+                return
+            if not won and (not claimed or claimed[0] == target):
+                won.append((target, result))
+                nursery.cancel_scope.cancel()
+
+        async with trio.open_nursery() as nursery:
+            first_scope, second_scope = trio.CancelScope(), trio.CancelScope()
+
+            async def guarded(target: bytes, wait: float, own: trio.CancelScope,
+                              other: trio.CancelScope) -> None:  # fmt: skip
+                with own:
+                    await attempt(target, wait, other)
+
+            nursery.start_soon(guarded, first, 0.0, first_scope, second_scope)
+            nursery.start_soon(guarded, second, delay, second_scope, first_scope)
+        return (won[0] if won else None), errors
 
     def _check_running(self) -> None:
         if not self._running:

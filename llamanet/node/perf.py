@@ -9,9 +9,10 @@ worth a republish.
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -20,6 +21,13 @@ DRIFT_RATIO: Final = 0.25
 """A figure that moved by more than this fraction of its published value has drifted."""
 LOAD_DRIFT: Final = 0.25
 """Load is 0..1: an absolute move this large has drifted."""
+
+
+def percentile(samples: Iterable[float], pct: float) -> float:
+    """The nearest-rank ``pct`` percentile of ``samples`` (not empty)."""
+    ordered = sorted(samples)
+    index = min(len(ordered) - 1, max(0, math.ceil(pct / 100 * len(ordered)) - 1))
+    return ordered[index]
 
 
 @dataclass(slots=True)

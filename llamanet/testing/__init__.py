@@ -23,6 +23,8 @@ def loopback_config(home: Path, **overrides: Any) -> NodeConfig:
         "mdns": False,
         # Deterministic: never pick up a model server that happens to run here.
         "backends": ("builtin",),
+        # Tests and benchmarks expect the best-ranked peer, never a random one.
+        "explore": 0.0,
         "bootstrap_file": home.parent / f"{home.name}-no-bootstrap.toml",
     }
     fields.update(overrides)

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from functools import cache
 from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from llamanet.orchestrator.selection import Candidate, rank_candidates
+from llamanet.orchestrator.selection import Candidate, PeerObservations, rank_candidates
 from llamanet.protocol.capabilities import capability_matches
 from llamanet.protocol.pow import solve_pow
-from llamanet.protocol.records import CapabilityRecord, SignedRecord, seal_record
+from llamanet.protocol.records import CapabilityRecord, ModelInfo, SignedRecord, seal_record
 from llamanet.trust.keys import Identity
 
 from ..protocol.helpers import NOW, POLICY
@@ -131,6 +132,76 @@ def test_excluded_peers_are_skipped() -> None:
 def test_accepts_any_iterable() -> None:
     ranked = rank_candidates((signed(i) for i in (A, B)), "text", exclude=iter([B.peer_id]))
     assert peers(ranked) == [A.peer_id]
+
+
+# --- model constraints, speed, price, reputation, exploration --------------------------------
+
+QWEN = ModelInfo(name="qwen2.5:7b", digest="sha256:aa", ctx=32768, family="qwen2")
+LLAMA = ModelInfo(name="llama3.2:3b", digest="sha256:bb", ctx=8192, family="llama")
+
+
+def test_model_constraints_filter_and_name_the_model() -> None:
+    records = [
+        signed(A, ("llm.chat",), models=(QWEN,)),
+        signed(B, ("llm.chat",), models=(LLAMA,)),
+        signed(C, ("llm.chat",)),
+    ]
+    ranked = rank_candidates(records, "llm.chat", model={"family": "llama"})
+    assert peers(ranked) == [B.peer_id] and ranked[0].model == LLAMA
+    assert peers(rank_candidates(records, "llm.chat", model={"min_ctx": 16000})) == [A.peer_id]
+    assert rank_candidates(records, "llm.chat", model={"digest": "sha256:cc"}) == []
+
+
+def test_measured_model_speed_counts() -> None:
+    slow = signed(A, ("llm.chat",), models=(replace(QWEN, tokens_per_s=5.0, ttft_ms=900.0),))
+    fast = signed(B, ("llm.chat",), models=(replace(QWEN, tokens_per_s=80.0, ttft_ms=40.0),))
+    assert peers(rank_candidates([slow, fast], "llm.chat")) == [B.peer_id, A.peer_id]
+    # Each peer is judged by its fastest model that fits.
+    both = signed(C, ("llm.chat",), models=(replace(LLAMA, tokens_per_s=1.0), QWEN))
+    assert rank_candidates([both], "llm.chat")[0].model == QWEN
+
+
+def test_own_round_trips_beat_advertised_figures() -> None:
+    claims_fast, claims_slow = signed(A, p50=1.0), signed(B, p50=500.0)
+    assert peers(rank_candidates([claims_fast, claims_slow], "text.echo")) == [
+        A.peer_id,
+        B.peer_id,
+    ]
+    seen = PeerObservations(rtt_ms={A.peer_id: 900.0, B.peer_id: 20.0})
+    assert peers(rank_candidates([claims_fast, claims_slow], "text.echo", seen=seen)) == [
+        B.peer_id,
+        A.peer_id,
+    ]
+
+
+def test_price_breaks_ties_and_a_cap_filters() -> None:
+    dear, cheap = signed(A, price=5.0), signed(B, price=0.5)
+    assert peers(rank_candidates([dear, cheap], "text.echo")) == [B.peer_id, A.peer_id]
+    assert peers(rank_candidates([dear, cheap], "text.echo", max_price=1.0)) == [B.peer_id]
+
+
+def test_reputation_scales_the_expected_cost() -> None:
+    records = [signed(A, p50=10.0), signed(B, p50=10.0), signed(C, p50=10.0)]
+    seen = PeerObservations(reputation={A.peer_id: 0.0, C.peer_id: 1.0})
+    assert peers(rank_candidates(records, "text.echo", seen=seen)) == [
+        C.peer_id,
+        B.peer_id,  # neutral prior
+        A.peer_id,
+    ]
+
+
+def test_exploration_sometimes_tries_a_peer_never_used() -> None:
+    records = [signed(A, p50=1.0), signed(B, p50=50.0), signed(C, p50=80.0)]
+    seen = PeerObservations(rtt_ms={A.peer_id: 1.0, B.peer_id: 50.0})
+    rng = random.Random(7)
+    firsts = [
+        peers(rank_candidates(records, "text.echo", seen=seen, explore=0.2, rng=rng))[0]
+        for _ in range(500)
+    ]
+    # Only the never-measured C is explored, about a fifth of the time.
+    assert set(firsts) == {A.peer_id, C.peer_id}
+    assert 60 < firsts.count(C.peer_id) < 140
+    assert peers(rank_candidates(records, "text.echo", seen=seen))[0] == A.peer_id
 
 
 # --- properties ---------------------------------------------------------------------------
