@@ -9,6 +9,12 @@ waits for it to have stopped before the model is used again.
 
 The model entry comes from the file's GGUF header (family, size, quantization) and
 its sha256, computed once and cached by path, modification time and size.
+
+The context is created without embeddings and switched to embeddings for the
+length of an ``llm.embed`` task: with embeddings on, llama.cpp runs the output
+layer on every prompt token of every generation.  Texts are embedded one per call:
+llama-cpp-python 0.3.36 reads the per-token vectors of every text after the first
+in a batch from the wrong offset.
 """
 
 from __future__ import annotations
@@ -93,6 +99,9 @@ class GgufBackend:
         self._llama: Any = None  # llama_cpp.Llama: untyped upstream
         self._model: ModelInfo | None = None
         self._lock = trio.Lock()
+        # llama_cpp functions, bound in open() so the module imports without it.
+        self._set_embeddings: Callable[[Any, bool], None] | None = None
+        self._counter_list: Callable[[list[Any]], Any] = list
 
     def __repr__(self) -> str:
         return f"GgufBackend({str(self.path)!r})"
@@ -110,13 +119,10 @@ class GgufBackend:
         n_ctx = self._n_ctx or min(info.context_length or DEFAULT_MAX_CTX, DEFAULT_MAX_CTX)
 
         def load() -> Any:
-            # embedding=True keeps generation working and lets the same context
-            # answer llm.embed (per-token vectors for models without pooling).
             return llama_cpp.Llama(
                 model_path=str(self.path),
                 n_ctx=n_ctx,
                 n_threads=self._n_threads,
-                embedding=True,
                 verbose=False,
             )
 
@@ -124,9 +130,8 @@ class GgufBackend:
             self._llama = await trio.to_thread.run_sync(load)
         except (ValueError, RuntimeError) as exc:
             raise ModelFileError(f"llama.cpp cannot load {self.path}: {exc}") from exc
-        # With embeddings on, llama.cpp logs at error level, on every generation,
-        # that it marks all tokens as outputs; real failures reach us as exceptions.
-        logging.getLogger("llama-cpp-python").setLevel(logging.CRITICAL)
+        self._set_embeddings = llama_cpp.llama_set_embeddings
+        self._counter_list = llama_cpp.LogitsProcessorList
         self._model = ModelInfo(
             name=info.name or self.path.stem,
             digest=digest,
@@ -172,25 +177,32 @@ class GgufBackend:
             if not all(isinstance(t, str) for t in texts):
                 raise SkillInputError("texts must be strings")
             async with self._lock:
-                vectors = await trio.to_thread.run_sync(lambda: llama.embed(texts))
+                vectors, counted = await trio.to_thread.run_sync(self._embed, llama, texts)
             yield Completion(
                 output=[mean_pooled(v) for v in vectors],
-                usage={"prompt_tokens": sum(len(llama.tokenize(t.encode())) for t in texts)},
+                usage={"prompt_tokens": counted},
                 model_digest=model.digest,
                 model=model.name,
             )
             return
         options = _sampling(request.params)
+        # Streams carry no usage; this counts what llama.cpp actually evaluates.
+        stop = threading.Event()
+        counter = _TokenCounter(llama, stop)
+        options["logits_processor"] = self._counter_list([counter])
         if request.capability == GENERATE:
             prompt = input_field(request.input, "prompt", str)
             prompt_tokens = len(llama.tokenize(prompt.encode("utf-8")))
+            # llama-cpp-python stops a completion after 16 tokens unless told;
+            # chat, Ollama and llama-server go on to the end of the text.
+            options.setdefault("max_tokens", None)
 
             def start() -> Iterator[Any]:
                 return iter(llama.create_completion(prompt=prompt, stream=True, **options))
         else:  # llm.chat and skills served by a chat model
             messages = input_field(request.input, "messages", list)
-            # The template is applied inside llama-cpp-python; its contents are
-            # the bulk of the prompt and enough to refuse what cannot fit.
+            # A lower bound (the template adds tokens) that refuses what plainly
+            # cannot fit before the lock is taken; llama-cpp-python checks the rest.
             prompt_tokens = sum(
                 len(llama.tokenize(str(m.get("content", "")).encode("utf-8"), add_bos=False))
                 for m in messages
@@ -206,7 +218,7 @@ class GgufBackend:
                 f"of {model.ctx} tokens"
             )
         parts: list[str] = []
-        async with self._lock, aclosing(_in_thread(start)) as pieces:
+        async with self._lock, aclosing(_in_thread(start, stop)) as pieces:
             async for piece in pieces:
                 text = _delta_text(piece)
                 if text:
@@ -214,17 +226,68 @@ class GgufBackend:
                     yield Chunk(text)
         yield Completion(
             output="".join(parts),
-            # One streamed piece per generated token.
-            usage={"prompt_tokens": prompt_tokens, "completion_tokens": len(parts)},
+            usage={
+                "prompt_tokens": counter.prompt_tokens or prompt_tokens,
+                "completion_tokens": counter.sampled,
+            },
             model_digest=model.digest,
             model=model.name,
         )
 
+    def _embed(self, llama: Any, texts: list[str]) -> tuple[list[Any], int]:
+        """Vectors of ``texts`` and their token count (in a thread, lock held)."""
+        assert self._set_embeddings is not None
+        self._set_embeddings(llama.ctx, True)
+        # Llama.embed refuses unless the context was created for embeddings.
+        llama.context_params.embeddings = True
+        try:
+            vectors, counted = [], 0
+            for text in texts:
+                vector, count = llama.embed(text, return_count=True)
+                vectors.append(vector)
+                counted += count
+            return vectors, counted
+        except (ValueError, RuntimeError) as exc:
+            raise _mapped(exc) from exc
+        finally:
+            llama.context_params.embeddings = False
+            self._set_embeddings(llama.ctx, False)
 
-async def _in_thread(start: Callable[[], Iterator[Any]]) -> AsyncGenerator[Any, None]:
+
+class _TokenCounter:
+    """A logits processor that counts (llama-cpp-python calls it once per sampled
+    token, after the prompt has been evaluated) and ends the generation once
+    ``stop`` is set, by leaving the end-of-text token as the only choice.
+
+    Stopping from here and not only between streamed pieces matters: after a
+    token that leaves invalid UTF-8, llama-cpp-python 0.3.36 yields no piece until
+    the generation ends, and retries the decoding over every held token on each
+    new one (400 tokens of the tiny model take 8 s instead of 0.4 s).
+    """
+
+    def __init__(self, llama: Any, stop: threading.Event) -> None:
+        self._llama = llama
+        self._stop = stop
+        self._eos = int(llama.token_eos())
+        self.prompt_tokens = 0
+        self.sampled = 0
+        """Tokens sampled, the end-of-generation token included when there is one."""
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        if self.sampled == 0:
+            self.prompt_tokens = int(self._llama.n_tokens)
+        self.sampled += 1
+        if self._stop.is_set() and 0 <= self._eos < len(scores):
+            scores[:] = -math.inf
+            scores[self._eos] = 0.0
+        return scores
+
+
+async def _in_thread(
+    start: Callable[[], Iterator[Any]], stop: threading.Event
+) -> AsyncGenerator[Any, None]:
     """Items of the blocking iterator ``start()`` makes, produced in a thread."""
     send, receive = trio.open_memory_channel[Any](math.inf)
-    stop = threading.Event()
     token = trio.lowlevel.current_trio_token()
 
     def put(item: Any) -> bool:
@@ -288,6 +351,8 @@ def _sampling(params: Mapping[str, Any]) -> dict[str, Any]:
             )
         if not isinstance(value, kind) or isinstance(value, bool):
             raise BackendRequestError(f"parameter {key!r} has the wrong type")
+        if key == "stop" and isinstance(value, list) and not all(isinstance(s, str) for s in value):
+            raise BackendRequestError("parameter 'stop' must be a string or a list of strings")
         options[key] = value
     return options
 

@@ -98,6 +98,50 @@ async def test_embeddings(model: GgufBackend) -> None:
     (done,) = await run(model, request("llm.embed", {"texts": ["a", "b c"]}))
     assert isinstance(done, Completion)
     assert [len(v) for v in done.output] == [64, 64] and done.output[0] != done.output[1]
+    # Each text's vector does not depend on the texts embedded with it.
+    (alone,) = await run(model, request("llm.embed", {"texts": ["b c"]}))
+    assert isinstance(alone, Completion) and alone.output[0] == done.output[1]
+    assert done.usage == {"prompt_tokens": 2 + 3}  # BOS included, as llama.cpp counts
+    # Embedding leaves the context as it was: generation still works.
+    assert isinstance((await run(model, chat("after")))[-1], Completion)
+
+
+async def test_usage_counts_what_the_model_evaluated(model: GgufBackend) -> None:
+    hello = [{"role": "user", "content": "hello there"}]
+    *_, done = await run(model, chat("hello there", params={"max_tokens": 9}))
+    assert isinstance(done, Completion)
+    # llama-cpp-python reports usage when not streaming: the same numbers.
+    reference = await trio.to_thread.run_sync(
+        lambda: model._llama.create_chat_completion(messages=hello, max_tokens=9)
+    )
+    assert done.usage == {
+        "prompt_tokens": reference["usage"]["prompt_tokens"],  # chat template included
+        "completion_tokens": 9,
+    }
+
+
+async def test_generate_without_max_tokens_is_not_cut_at_16(model: GgufBackend) -> None:
+    seen = 0
+    endless = request("llm.generate", {"prompt": "Once"}, params={})
+    async with aclosing(model.execute(endless)) as items:
+        async for _ in items:
+            seen += 1
+            if seen == 20:
+                break
+    assert seen == 20
+
+
+async def test_cancelling_while_llama_cpp_holds_back_pieces(model: GgufBackend) -> None:
+    # With this seed the random model emits a token of invalid UTF-8 near token
+    # 130: llama-cpp-python streams nothing more until the generation ends, and
+    # the rest of 400 tokens takes it about 8 s.
+    stalled = request("llm.generate", {"prompt": "Once"}, params={"max_tokens": 400, "seed": 3})
+    started = trio.current_time()
+    with trio.move_on_after(1.0):
+        await run(model, stalled)
+    assert trio.current_time() - started < 2.0 and generation_threads() == 0
+    *chunks, done = await run(model, chat("next", params={"max_tokens": 4}))
+    assert isinstance(done, Completion) and len(chunks) == 4
 
 
 async def test_bad_requests_are_typed_errors(model: GgufBackend) -> None:
@@ -109,6 +153,8 @@ async def test_bad_requests_are_typed_errors(model: GgufBackend) -> None:
         await run(model, chat("hi", params={"mirostat_bogus": 1}))
     with pytest.raises(BackendRequestError, match="wrong type"):
         await run(model, chat("hi", params={"max_tokens": "many"}))
+    with pytest.raises(BackendRequestError, match="stop"):
+        await run(model, chat("hi", params={"stop": ["ok", 3]}))
     assert isinstance((await run(model, chat("still fine")))[-1], Completion)
 
 
