@@ -65,19 +65,21 @@ class CrashingSkillDouble:
 
 
 class DelayedAnswerDouble:
-    """TEST DOUBLE: ``test.delay`` waits ``delay`` seconds before any output, then
-    answers ``label`` (one chunk, then the result).  Counts starts and cancellations."""
+    """TEST DOUBLE: ``test.delay`` (or ``capability``) waits ``delay`` seconds before
+    any output, then answers ``label`` (one chunk, then the result).  Counts starts
+    and cancellations."""
 
     name = "delay-double"
 
-    def __init__(self, label: str, delay: float) -> None:
+    def __init__(self, label: str, delay: float, capability: str = "test.delay") -> None:
         self.label = label
         self.delay = delay
+        self.capability = capability
         self.started = 0
         self.cancelled = 0
 
     def capabilities(self) -> Sequence[str]:
-        return ("test.delay",)
+        return (self.capability,)
 
     def models(self) -> Sequence[ModelInfo]:
         return ()

@@ -19,7 +19,7 @@ import os
 import statistics
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
@@ -811,6 +811,7 @@ class Node:
         model: Mapping[str, Any] | None = None,
         max_price: float | None = None,
         hedge: bool | float = False,
+        exclude: Iterable[str] = (),
     ) -> Answer:
         """Run ``capability`` on ``input`` somewhere in the swarm.
 
@@ -823,7 +824,8 @@ class Node:
         data.
 
         ``model`` constrains the model (``name``, ``family``, ``digest``,
-        ``min_ctx``); ``max_price`` caps the price per 1k tokens.  An attempt that
+        ``min_ctx``); ``max_price`` caps the price per 1k tokens; ``exclude`` names
+        peers not to ask.  An attempt that
         gets no answer in time gives way to the next candidate after half of the
         time left.  With ``hedge`` (``True``: after this node's p95 round trip to
         the first candidate; a number: after that many seconds) a second candidate
@@ -847,6 +849,7 @@ class Node:
             ranked = rank_candidates(
                 records,
                 capability,
+                exclude=[peer_id_from_text(p) for p in exclude],
                 model=model,
                 max_price=max_price,
                 seen=self._observations(),
@@ -952,6 +955,11 @@ class Node:
                 + "; ".join(f"{p[:16]}…: {e}" for p, e in attempts)
             )
         raise NoCandidatesError(capability, "every candidate failed", attempts)
+
+    def price_of(self, peer: str) -> float:
+        """The price per 1k tokens ``peer`` advertises (0 if not known)."""
+        record = self.registry.get(peer_id_from_text(peer), now=self.clock())
+        return record.record.price if record is not None else 0.0
 
     def _observations(self) -> PeerObservations:
         return PeerObservations(
