@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import sys
+import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -219,6 +220,59 @@ def cmd_ask(args: argparse.Namespace) -> int:
     return 0
 
 
+SUMMARY_COLUMNS = [
+    ("step", "STEP"),
+    ("capability", "CAPABILITY"),
+    ("peers", "RAN ON"),
+    ("elapsed_ms", "MS"),
+    ("tokens", "TOKENS"),
+    ("credits", "CREDITS"),
+]
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from llamanet.orchestrator.workflow import load_workflow
+
+    # Checked here first: a broken file is reported with its name, daemon or not.
+    load_workflow(args.workflow)
+    text = args.workflow.read_text(encoding="utf-8")
+    document = json.loads(text) if args.workflow.suffix == ".json" else tomllib.loads(text)
+    body = {"workflow": document, "input": _parse_input(args)}
+    with ApiClient(args.home, timeout=args.timeout) as api:
+        for event in api.stream("/v1/run", body):
+            if args.json:
+                print(json.dumps(event, sort_keys=True), flush=True)
+            elif event["event"] == "step":
+                _progress(event)
+            elif event["event"] == "done":
+                _print_output(event["output"])
+                print(file=sys.stderr)
+                rows = [
+                    {**row, "peers": ", ".join(p[:16] + "…" for p in row["peers"])}
+                    for row in event["steps"]
+                ]
+                print(_table(rows, SUMMARY_COLUMNS), file=sys.stderr)
+                print(f"— workflow done in {event['elapsed_ms']:.0f} ms", file=sys.stderr)
+            if event["event"] == "error":
+                err = event["error"]
+                problems = "".join(f"\n  - {p}" for p in err.get("problems", ()))
+                if problems:
+                    raise LlamanetError(f"{err['type']}: workflow cannot run:{problems}")
+                raise LlamanetError(f"{err['type']}: {err['message']}")
+    return 0
+
+
+def _progress(event: dict[str, Any]) -> None:
+    state = event["state"]
+    line = f"  {event['step']:<16} {state:<8}"
+    if state == "done":
+        peers = ", ".join(p[:16] + "…" for p in event["peers"]) or "here"
+        line += f" {event['elapsed_ms']:8.1f} ms  on {peers}"
+    elif event["error"]:
+        line += f" {event['error']}"
+    print(line, file=sys.stderr, flush=True)
+
+
 def _by(answer: dict[str, Any]) -> None:
     print(
         f"— {answer['capability']} by {answer['peer']} in {answer['elapsed_ms']:.1f} ms",
@@ -382,6 +436,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ask.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30)")
     ask.set_defaults(func=cmd_ask)
+
+    run = sub.add_parser("run", help="run a workflow (a DAG of steps in TOML or JSON) on the swarm")
+    _common(run, top=False)
+    run.add_argument("workflow", type=Path, help="workflow file (.toml or .json)")
+    run.add_argument("--input", default="", help="the workflow's input (see --input-json)")
+    run.add_argument("--input-json", action="store_true", help="parse --input as JSON")
+    run.add_argument("--timeout", type=float, default=600.0, help="seconds (default 600)")
+    run.set_defaults(func=cmd_run, capability="")
     return parser
 
 

@@ -215,3 +215,60 @@ def test_plain_text_input_takes_each_model_capabilitys_shape(
     from llamanet.cli import _parse_input, build_parser
 
     assert _parse_input(build_parser().parse_args(argv)) == expected
+
+
+WORKFLOW = """
+name = "numbers"
+
+[[steps]]
+id = "product"
+capability = "math.eval"
+input = "{{input}}"
+
+[[steps]]
+id = "words"
+capability = "text.stats"
+input = "the answer is {{product}}"
+
+[[steps]]
+id = "report"
+aggregate = "concatenate"
+inputs = ["product", "words"]
+"""
+
+
+@pytest.mark.slow
+def test_run_a_workflow_with_live_progress(daemons: Daemons, tmp_path: Path) -> None:
+    nomdns = ("--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0")
+    home_a = daemons.start("a", *nomdns)
+    a_addr = json.loads(run("--home", str(home_a), "status", "--json").stdout)["addrs"][0]
+    home_b = daemons.start("b", *nomdns, "--bootstrap", a_addr)
+    b = ("--home", str(home_b))
+    assert poll(lambda: run(*b, "find", "text.stats", check=False)).returncode == 0
+
+    flow = tmp_path / "flow.toml"
+    flow.write_text(WORKFLOW)
+    done = run(*b, "run", str(flow), "--input", "6*7")
+    product, words = json.loads(done.stdout)
+    assert product == 42 and words["words"] == 4  # "the answer is 42"
+    assert done.stdout.count("\n") == 1
+    progress = done.stderr
+    for step in ("product", "words", "report"):
+        assert f"  {step}" in progress
+    assert progress.index("product") < progress.index("words") < progress.index("report")
+    assert "STEP" in progress and "RAN ON" in progress and "workflow done" in progress
+
+    events = [json.loads(line) for line in run(*b, "run", str(flow), "--input", "1+1",
+                                                "--json").stdout.splitlines()]  # fmt: skip
+    assert [e["state"] for e in events if e["event"] == "step"].count("done") == 3
+    assert events[-1]["event"] == "done" and events[-1]["output"][0] == 2
+
+    broken = tmp_path / "broken.toml"
+    broken.write_text(WORKFLOW.replace("{{product}}", "{{nothing}}"))
+    failed = run(*b, "run", str(broken), "--input", "1", check=False)
+    assert failed.returncode != 0
+    assert "refers to unknown step 'nothing'" in failed.stderr
+    missing = tmp_path / "missing.toml"
+    missing.write_text(WORKFLOW.replace("text.stats", "vision.ocr"))
+    failed = run(*b, "run", str(missing), "--input", "1", check=False)
+    assert "no peer in the swarm offers 'vision.ocr'" in failed.stderr

@@ -11,6 +11,7 @@ Routes (JSON unless noted)::
     GET  /v1/record                this node's current signed record
     GET  /v1/find?cap=C[&limit=N][&timeout=S]   verified records offering C
     POST /v1/ask  {cap, input, stream?, params?, timeout?, peer?, session?}
+    POST /v1/run  {workflow, input} -> NDJSON: step events, then done or error
                                    the answer; with "stream": true an NDJSON
                                    stream of {"event": "chunk"|"result"|"error"}
     POST /v1/connect {addr}        dial a peer and add it to the DHT
@@ -51,6 +52,8 @@ from llamanet.errors import (
     TransportError,
 )
 from llamanet.node.node import Answer, Node
+from llamanet.orchestrator.runner import StepEvent, run_workflow
+from llamanet.orchestrator.workflow import Workflow, WorkflowError, parse_workflow
 from llamanet.protocol.peer_ids import peer_id_to_text
 
 if TYPE_CHECKING:
@@ -91,6 +94,8 @@ def answer_json(answer: Answer) -> dict[str, Any]:
 
 def error_json(exc: Exception) -> dict[str, Any]:
     body: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc)}
+    if isinstance(exc, WorkflowError):
+        body["problems"] = exc.problems
     if isinstance(exc, TaskError):
         body["code"] = exc.code
         body["peer"] = exc.peer_id
@@ -98,7 +103,7 @@ def error_json(exc: Exception) -> dict[str, Any]:
 
 
 def _status_for(exc: Exception) -> int:
-    if isinstance(exc, LocalProtocolError | ConfigError | ValueError):
+    if isinstance(exc, LocalProtocolError | ConfigError | WorkflowError | ValueError):
         return 400
     if isinstance(exc, NoCandidatesError):
         return 404
@@ -142,18 +147,21 @@ async def _json_body(request: Request) -> dict[str, Any]:
     return body
 
 
-class _NdjsonAsk(Response):
-    """Streams an ask as NDJSON; cancels the task when the client goes away."""
+Emit = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class _NdjsonStream(Response):
+    """Streams what ``produce`` emits as NDJSON, ending with an ``error`` event if
+    it fails; cancels it when the client goes away."""
 
     media_type = "application/x-ndjson"
 
-    def __init__(self, node: Node, args: dict[str, Any]) -> None:
+    def __init__(self, produce: Callable[[Emit], Awaitable[None]]) -> None:
         # No super().__init__: it would add "content-length: 0" for the empty body.
         self.status_code = 200
         self.background = None
         self.raw_headers = [(b"content-type", self.media_type.encode())]
-        self.node = node
-        self.args = args
+        self.produce = produce
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
@@ -161,13 +169,8 @@ class _NdjsonAsk(Response):
 
         async def produce() -> None:
             async with send_events:
-
-                async def on_chunk(data: Any) -> None:
-                    await send_events.send({"event": "chunk", "data": jsonable(data)})
-
                 try:
-                    answer = await self.node.ask(**self.args, stream=True, on_chunk=on_chunk)
-                    await send_events.send({"event": "result", **answer_json(answer)})
+                    await self.produce(send_events.send)
                 except LlamanetError as exc:
                     await send_events.send({"event": "error", **error_json(exc)})
 
@@ -185,6 +188,44 @@ class _NdjsonAsk(Response):
                     await send({"type": "http.response.body", "body": line, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             nursery.cancel_scope.cancel()
+
+
+def _streamed_ask(node: Node, args: dict[str, Any]) -> _NdjsonStream:
+    async def produce(emit: Emit) -> None:
+        async def on_chunk(data: Any) -> None:
+            await emit({"event": "chunk", "data": jsonable(data)})
+
+        answer = await node.ask(**args, stream=True, on_chunk=on_chunk)
+        await emit({"event": "result", **answer_json(answer)})
+
+    return _NdjsonStream(produce)
+
+
+def _streamed_run(node: Node, workflow: Workflow, input: Any) -> _NdjsonStream:
+    async def produce(emit: Emit) -> None:
+        async def on_event(event: StepEvent) -> None:
+            await emit(
+                {
+                    "event": "step",
+                    "step": event.step,
+                    "state": event.state,
+                    "elapsed_ms": round(event.elapsed_ms, 1),
+                    "peers": list(event.peers),
+                    "error": event.error,
+                }
+            )
+
+        result = await run_workflow(node, workflow, input, on_event=on_event)
+        await emit(
+            {
+                "event": "done",
+                "output": jsonable(result.output),
+                "elapsed_ms": round(result.elapsed_ms, 1),
+                "steps": [result.steps[s].to_json() for s in workflow.order if s in result.steps],
+            }
+        )
+
+    return _NdjsonStream(produce)
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -280,9 +321,14 @@ def build_app(node: Node, token: str) -> Starlette:
             "session": session,
         }
         if body.get("stream"):
-            return _NdjsonAsk(node, args)
+            return _streamed_ask(node, args)
         answer = await node.ask(**args)
         return JSONResponse(answer_json(answer))
+
+    async def run(request: Request) -> Response:
+        body = await _json_body(request)
+        workflow = parse_workflow(body.get("workflow"), source="workflow")
+        return _streamed_run(node, workflow, body.get("input"))
 
     async def connect(request: Request) -> Response:
         body = await _json_body(request)
@@ -298,6 +344,7 @@ def build_app(node: Node, token: str) -> Starlette:
         Route("/v1/record", guarded(record), methods=["GET"]),
         Route("/v1/find", guarded(find), methods=["GET"]),
         Route("/v1/ask", guarded(ask), methods=["POST"]),
+        Route("/v1/run", guarded(run), methods=["POST"]),
         Route("/v1/connect", guarded(connect), methods=["POST"]),
     ]
     return Starlette(routes=routes)
