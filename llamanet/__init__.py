@@ -1,6 +1,11 @@
 """llamanet: a peer-to-peer network of LLM agent nodes.
 
-Embed a node::
+Use the running daemon::
+
+    async with llamanet.connect() as client:
+        answer = await client.ask("math.eval", "2*(3+4)")
+
+or embed a node::
 
     async with llamanet.open_node(llamanet.NodeConfig(home=path)) as node:
         answer = await node.ask("math.eval", "2*(3+4)")
@@ -8,6 +13,7 @@ Embed a node::
 
 from importlib.metadata import PackageNotFoundError, version
 
+from llamanet.api.connect import Client, RemoteError, connect
 from llamanet.errors import (
     LlamanetError,
     NoCandidatesError,
@@ -26,14 +32,17 @@ except PackageNotFoundError:  # running from a source tree without installing
 
 __all__ = [
     "Answer",
+    "Client",
     "LlamanetError",
     "NoCandidatesError",
     "Node",
     "NodeConfig",
     "RecordError",
+    "RemoteError",
     "RemoteProtocolError",
     "TaskError",
     "TransportError",
     "__version__",
+    "connect",
     "open_node",
 ]

@@ -10,7 +10,8 @@ Routes (JSON unless noted)::
     GET  /v1/peers                 known peers with their verified records
     GET  /v1/record                this node's current signed record
     GET  /v1/find?cap=C[&limit=N][&timeout=S]   verified records offering C
-    POST /v1/ask  {cap, input, stream?, params?, timeout?, peer?, session?}
+    POST /v1/ask  {cap, input, stream?, params?, timeout?, peer?, session?, model?,
+                   max_price?, hedge?}
     POST /v1/run  {workflow, input} -> NDJSON: step events, then done or error
                                    the answer; with "stream": true an NDJSON
                                    stream of {"event": "chunk"|"result"|"error"}
@@ -312,6 +313,15 @@ def build_app(node: Node, token: str) -> Starlette:
         session = body.get("session")
         if session is not None and not (isinstance(session, str) and 0 < len(session) <= 128):
             raise ApiError(400, "'session' must be a name of 1 to 128 characters")
+        model = body.get("model")
+        if model is not None and not isinstance(model, dict):
+            raise ApiError(400, "'model' must be an object of constraints")
+        max_price = body.get("max_price")
+        if max_price is not None and not isinstance(max_price, int | float):
+            raise ApiError(400, "'max_price' must be a number")
+        hedge = body.get("hedge", False)
+        if not isinstance(hedge, bool | int | float):
+            raise ApiError(400, "'hedge' must be true, false or seconds")
         args: dict[str, Any] = {
             "capability": cap,
             "input": body.get("input"),
@@ -319,6 +329,9 @@ def build_app(node: Node, token: str) -> Starlette:
             "timeout": _timeout(body.get("timeout"), 30.0),
             "peer": peer,
             "session": session,
+            "model": model,
+            "max_price": max_price,
+            "hedge": hedge,
         }
         if body.get("stream"):
             return _streamed_ask(node, args)

@@ -33,6 +33,7 @@ def routes(dial_addr: str) -> list[tuple[str, str, dict[str, Any] | None]]:
         ("GET", "/v1/find?cap=text.echo", None),
         ("POST", "/v1/ask", {"cap": "text.echo", "input": "hi", "timeout": 2}),
         ("POST", "/v1/connect", {"addr": dial_addr}),
+        ("POST", "/v1/run", {"workflow": {"steps": [{"id": "a", "capability": "text.echo"}]}}),
     ]
 
 
