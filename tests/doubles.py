@@ -93,3 +93,45 @@ class DelayedAnswerDouble:
             raise
         yield Chunk(self.label)
         yield Completion(output=self.label)
+
+
+class RelaySkillDouble:
+    """TEST DOUBLE: ``test.relay`` delegates ``{"hops": n}`` down a chain of peers
+    until ``hops`` is 0, and answers each hop's depth, outermost first.  With
+    ``fanout`` it asks that many sub-tasks one after another; each leaf "uses"
+    ``cost`` tokens, or what its budget allows; ``sleep`` makes the leaf wait."""
+
+    name = "relay-double"
+
+    def __init__(self) -> None:
+        self.leaf_started = trio.Event()
+        self.leaf_cancelled = 0
+        self.seen: list[TaskRequest] = []
+
+    def capabilities(self) -> Sequence[str]:
+        return ("test.relay",)
+
+    def models(self) -> Sequence[ModelInfo]:
+        return ()
+
+    async def execute(self, request: TaskRequest) -> AsyncGenerator[Chunk | Completion, None]:
+        self.seen.append(request)
+        spec = request.input if isinstance(request.input, dict) else {}
+        hops = int(spec.get("hops", 0))
+        if hops == 0:
+            self.leaf_started.set()
+            try:
+                await trio.sleep(float(spec.get("sleep", 0)))
+            except trio.Cancelled:
+                self.leaf_cancelled += 1
+                raise
+            allowed = (request.budget or {}).get("tokens", spec.get("cost", 40))
+            used = min(float(spec.get("cost", 40)), float(allowed))
+            yield Completion(output=[request.depth], usage={"completion_tokens": used})
+            return
+        outputs: list[object] = [request.depth]
+        child = {**spec, "hops": hops - 1, "fanout": 1}
+        for _ in range(int(spec.get("fanout", 1))):
+            answer = await request.delegate("test.relay", child)
+            outputs.append(answer.output)
+        yield Completion(output=outputs, usage={})

@@ -40,6 +40,13 @@ class TaskRequest:
     depth: int = 0
     requester: str = ""
     """Peer ID (text) of whoever sent the task."""
+    parent: bytes | None = None
+    """The task this one is a sub-task of, if a worker delegated it."""
+    budget: Mapping[str, Any] | None = None
+    """What the task may use (``tokens``, ``credits``), sub-tasks included."""
+    delegate: Any = field(default=None, compare=False, repr=False)
+    """Asks the swarm for a sub-task of this task (an
+    :class:`~llamanet.orchestrator.delegation.Delegation`), when the node allows it."""
 
 
 @dataclass(frozen=True, slots=True)

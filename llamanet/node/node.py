@@ -69,6 +69,7 @@ from llamanet.errors import (
     TaskRejectedError,
     TransportError,
 )
+from llamanet.orchestrator.delegation import Delegation
 from llamanet.orchestrator.selection import PeerObservations, rank_candidates
 from llamanet.protocol.capabilities import validate_capability
 from llamanet.protocol.config import RecordPolicy, SessionConfig
@@ -180,6 +181,7 @@ class Node:
                 max_bytes=config.session_max_bytes,
                 idle_timeout=config.session_idle_timeout,
             ),
+            delegator=lambda request: Delegation(self, request),
         )
         self.conversations = Conversations(clock=clock)
         self._rtt: defaultdict[bytes, deque[float]] = defaultdict(lambda: deque(maxlen=RTT_SAMPLES))
@@ -812,6 +814,9 @@ class Node:
         max_price: float | None = None,
         hedge: bool | float = False,
         exclude: Iterable[str] = (),
+        parent: bytes | None = None,
+        depth: int = 0,
+        budget: Mapping[str, float] | None = None,
     ) -> Answer:
         """Run ``capability`` on ``input`` somewhere in the swarm.
 
@@ -825,7 +830,8 @@ class Node:
 
         ``model`` constrains the model (``name``, ``family``, ``digest``,
         ``min_ctx``); ``max_price`` caps the price per 1k tokens; ``exclude`` names
-        peers not to ask.  An attempt that
+        peers not to ask.  ``parent``, ``depth`` and ``budget`` are set by a
+        worker's :class:`Delegation` for sub-tasks.  An attempt that
         gets no answer in time gives way to the next candidate after half of the
         time left.  With ``hedge`` (``True``: after this node's p95 round trip to
         the first candidate; a number: after that many seconds) a second candidate
@@ -881,6 +887,9 @@ class Node:
                 model=dict(model) if model else None,
                 stream=stream,
                 session=session,
+                parent=parent,
+                depth=depth,
+                budget=dict(budget) if budget else None,
             )
             sent = trio.current_time()
             try:
@@ -955,6 +964,20 @@ class Node:
                 + "; ".join(f"{p[:16]}…: {e}" for p, e in attempts)
             )
         raise NoCandidatesError(capability, "every candidate failed", attempts)
+
+    def running_tasks(self) -> list[dict[str, Any]]:
+        """Tasks running here: who asked, their parent task and their sub-tasks."""
+        return [
+            {
+                "id": request.id.hex(),
+                "capability": request.capability,
+                "requester": request.requester,
+                "parent": request.parent.hex() if request.parent else None,
+                "depth": request.depth,
+                "subtasks": request.delegate.tree() if request.delegate else [],
+            }
+            for request in self.worker.running.values()
+        ]
 
     def price_of(self, peer: str) -> float:
         """The price per 1k tokens ``peer`` advertises (0 if not known)."""
@@ -1059,6 +1082,7 @@ class Node:
             "tasks_rejected": dict(self.worker.rejections),
             "tasks_sent": dict(self.tasks_sent),
             "perf": self.worker.perf(),
+            "tasks": self.running_tasks(),
             "sessions_kept": len(self.worker.sessions),
             "records_rejected": dict(self.rejected_records),
             "uptime_s": round(self.clock() - self.started_at, 1) if self.started_at else 0,

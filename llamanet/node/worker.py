@@ -23,6 +23,7 @@ import trio
 
 from llamanet.backends.base import Backend, Chunk, Completion, TaskRequest
 from llamanet.errors import BackendError, LocalProtocolError, ModelNotFoundError, SkillInputError
+from llamanet.orchestrator.delegation import BUDGET_KEYS, capped_params
 from llamanet.protocol.capabilities import best_match
 from llamanet.protocol.codec import pack_value
 from llamanet.protocol.messages import TaskOffer, TaskRejected
@@ -74,6 +75,7 @@ class _Admission:
     async def run(self) -> AsyncGenerator[Chunk | Completion, None]:
         outcome = "failed"
         started = trio.current_time()
+        self._worker.running[self._request.id] = self._request
         try:
             request, context = self._worker.with_session_context(self._request)
             async with aclosing(self._worker.measured(self._backend, request)) as items:
@@ -87,6 +89,7 @@ class _Admission:
                             )
                     yield item
         finally:
+            self._worker.running.pop(self._request.id, None)
             self._worker.outcomes[(self._request.capability, outcome)] += 1
 
     def release(self) -> None:
@@ -105,11 +108,16 @@ class Worker:
         *,
         clock: Callable[[], float] = time.time,
         sessions: SessionLimits | None = None,
+        delegator: Callable[[TaskRequest], Any] | None = None,
     ) -> None:
         self.backends = list(backends)
         self.limits = limits or WorkerLimits()
         self._clock = clock
         self.sessions = SessionStore(sessions, clock=clock)
+        self.delegator = delegator
+        """Makes a running task's ``delegate`` (the node's; none for a bare worker)."""
+        self.running: dict[bytes, TaskRequest] = {}
+        """Tasks admitted and not finished, by id: their parents and sub-tasks."""
         self.speeds = SpeedBook()
         self.in_flight = 0
         self._per_peer: Counter[bytes] = Counter()
@@ -277,6 +285,12 @@ class Worker:
             return self._reject(
                 "too_large", f"input of {size} bytes exceeds {self.limits.max_input_bytes}"
             )
+        spent = [
+            k for k, v in (offer.budget or {}).items()
+            if k in BUDGET_KEYS and isinstance(v, int | float) and v <= 0
+        ]  # fmt: skip
+        if spent:
+            return self._reject("too_large", f"the task's {' and '.join(spent)} budget is used up")
         if self.in_flight >= self.limits.max_concurrency:
             return self._reject("overloaded", "all task slots are busy", retry_after_ms=100)
         if self._per_peer[peer] >= self.limits.max_tasks_per_peer:
@@ -287,12 +301,17 @@ class Worker:
             )
         self.in_flight += 1
         self._per_peer[peer] += 1
+        params = offer.params
+        if offer.budget and capability.startswith("llm."):
+            params = capped_params(params, offer.budget)  # a model stops within budget
         request = TaskRequest(
             id=offer.id,
             capability=capability,
             requested=offer.cap,
             input=offer.input,
-            params=offer.params,
+            params=params,
+            parent=offer.parent,
+            budget=offer.budget,
             model=offer.model,
             session=offer.session,
             deadline=offer.deadline / 1000.0,
@@ -300,6 +319,8 @@ class Worker:
             depth=offer.depth,
             requester=peer_id_to_text(peer),
         )
+        if self.delegator is not None:
+            request = replace(request, delegate=self.delegator(request))
         return _Admission(self, backend, request, peer)
 
     def _release(self, peer: bytes) -> None:
