@@ -95,6 +95,8 @@ class NodeConfig:
     """Open inbound task streams one peer may hold; more are reset at once."""
     stream_idle_timeout: float = 60.0
     """Inbound task streams with no task for this long are closed."""
+    price: float = 0.0
+    """Credits per 1k tokens this node asks (advertised, and bid in market mode)."""
     explore: float = 0.05
     """Chance that a task goes to a capable peer this node has never used, so new
     peers get tried (0 turns it off)."""
@@ -164,6 +166,8 @@ class NodeConfig:
         for name in positive:
             if not getattr(self, name) > 0:  # "not >" also refuses NaN
                 raise ConfigError(f"{name} must be positive")
+        if not self.price >= 0:
+            raise ConfigError("price must be >= 0")
         if not 0 <= self.explore <= 1:
             raise ConfigError("explore must be between 0 and 1")
         if self.max_depth < 0:

@@ -125,8 +125,8 @@ async def test_cancelling_mid_stream_leaves_the_server_usable(llama_server: Llam
                 if seen == 3:
                     break
     assert seen == 3
-    # With --interrupt_requests false the abandoned generation finishes on the
-    # server; the next request is served after it, whole.
+    # The server notices the closed connection and stops generating; the next
+    # request is served whole.
     *chunks, done = await run(backend, chat("again", params={"max_tokens": 5}))
     assert isinstance(done, Completion) and len(chunks) == 5
     await backend.aclose()
