@@ -238,10 +238,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     text = args.workflow.read_text(encoding="utf-8")
     document = json.loads(text) if args.workflow.suffix == ".json" else tomllib.loads(text)
     body = {"workflow": document, "input": _parse_input(args)}
+    return _show_run(args, "/v1/run", body)
+
+
+def cmd_solve(args: argparse.Namespace) -> int:
+    return _show_run(args, "/v1/solve", {"goal": args.goal})
+
+
+def _show_run(args: argparse.Namespace, path: str, body: dict[str, Any]) -> int:
     with ApiClient(args.home, timeout=args.timeout) as api:
-        for event in api.stream("/v1/run", body):
+        for event in api.stream(path, body):
             if args.json:
                 print(json.dumps(event, sort_keys=True), flush=True)
+            elif event["event"] == "plan":
+                print("plan:", file=sys.stderr)
+                for step in event["workflow"].get("steps", []):
+                    what = step.get("capability") or step.get("aggregate")
+                    print(f"  {step.get('id')}: {what}", file=sys.stderr)
             elif event["event"] == "step":
                 _progress(event)
             elif event["event"] == "done":
@@ -444,6 +457,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--input-json", action="store_true", help="parse --input as JSON")
     run.add_argument("--timeout", type=float, default=600.0, help="seconds (default 600)")
     run.set_defaults(func=cmd_run, capability="")
+
+    solve = sub.add_parser(
+        "solve", help="have a planner peer turn a goal into a workflow, run it, show the answer"
+    )
+    _common(solve, top=False)
+    solve.add_argument("goal", help="what you want done, in words")
+    solve.add_argument("--timeout", type=float, default=600.0, help="seconds (default 600)")
+    solve.set_defaults(func=cmd_solve)
     return parser
 
 

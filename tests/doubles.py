@@ -135,3 +135,24 @@ class RelaySkillDouble:
             answer = await request.delegate("test.relay", child)
             outputs.append(answer.output)
         yield Completion(output=outputs, usage={})
+
+
+class PlannerDouble:
+    """TEST DOUBLE: ``planning.decompose`` answering scripted plans in turn (an LLM
+    with random weights cannot plan); records the prompts it was given."""
+
+    name = "planner-double"
+
+    def __init__(self, *answers: object) -> None:
+        self.answers = list(answers)
+        self.prompts: list[object] = []
+
+    def capabilities(self) -> Sequence[str]:
+        return ("planning.decompose",)
+
+    def models(self) -> Sequence[ModelInfo]:
+        return ()
+
+    async def execute(self, request: TaskRequest) -> AsyncGenerator[Chunk | Completion, None]:
+        self.prompts.append(request.input)
+        yield Completion(output=self.answers.pop(0) if self.answers else "no idea")

@@ -136,6 +136,20 @@ class Client:
                     return {k: v for k, v in event.items() if k != "event"}
         raise DaemonError("the daemon ended the workflow without a result")
 
+    async def solve(self, goal: str, *, on_step: StepCallback | None = None) -> dict[str, Any]:
+        """Have a ``planning.decompose`` peer plan ``goal``, run the plan; returns
+        ``plan`` (the workflow), ``output``, ``steps`` and ``elapsed_ms``."""
+        plan: dict[str, Any] = {}
+        async with aclosing(self._events("/v1/solve", {"goal": goal})) as events:
+            async for event in events:
+                if event["event"] == "plan":
+                    plan = event["workflow"]
+                elif event["event"] == "step" and on_step is not None:
+                    await on_step(event)
+                elif event["event"] == "done":
+                    return {"plan": plan, **{k: v for k, v in event.items() if k != "event"}}
+        raise DaemonError("the daemon ended without an answer")
+
 
 @asynccontextmanager
 async def connect(

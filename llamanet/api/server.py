@@ -13,6 +13,7 @@ Routes (JSON unless noted)::
     POST /v1/ask  {cap, input, stream?, params?, timeout?, peer?, session?, model?,
                    max_price?, hedge?}
     POST /v1/run  {workflow, input} -> NDJSON: step events, then done or error
+    POST /v1/solve {goal} -> NDJSON: the plan, step events, then done or error
                                    the answer; with "stream": true an NDJSON
                                    stream of {"event": "chunk"|"result"|"error"}
     POST /v1/connect {addr}        dial a peer and add it to the DHT
@@ -53,6 +54,7 @@ from llamanet.errors import (
     TransportError,
 )
 from llamanet.node.node import Answer, Node
+from llamanet.orchestrator.planning import make_plan
 from llamanet.orchestrator.runner import StepEvent, run_workflow
 from llamanet.orchestrator.workflow import Workflow, WorkflowError, parse_workflow
 from llamanet.protocol.peer_ids import peer_id_to_text
@@ -202,8 +204,18 @@ def _streamed_ask(node: Node, args: dict[str, Any]) -> _NdjsonStream:
     return _NdjsonStream(produce)
 
 
-def _streamed_run(node: Node, workflow: Workflow, input: Any) -> _NdjsonStream:
+def _streamed_run(
+    node: Node, workflow: Workflow | None, input: Any, *, goal: str | None = None
+) -> _NdjsonStream:
+    """A workflow's run as NDJSON; with ``goal``, planned first (``plan`` event)."""
+
     async def produce(emit: Emit) -> None:
+        nonlocal workflow
+        if goal is not None:
+            workflow, document = await make_plan(node, goal)
+            await emit({"event": "plan", "workflow": jsonable(document)})
+        assert workflow is not None
+
         async def on_event(event: StepEvent) -> None:
             await emit(
                 {
@@ -343,6 +355,13 @@ def build_app(node: Node, token: str) -> Starlette:
         workflow = parse_workflow(body.get("workflow"), source="workflow")
         return _streamed_run(node, workflow, body.get("input"))
 
+    async def solve(request: Request) -> Response:
+        body = await _json_body(request)
+        goal = body.get("goal")
+        if not isinstance(goal, str) or not goal.strip():
+            raise ApiError(400, "'goal' (a string) is required")
+        return _streamed_run(node, None, goal, goal=goal)
+
     async def connect(request: Request) -> Response:
         body = await _json_body(request)
         addr = body.get("addr")
@@ -358,6 +377,7 @@ def build_app(node: Node, token: str) -> Starlette:
         Route("/v1/find", guarded(find), methods=["GET"]),
         Route("/v1/ask", guarded(ask), methods=["POST"]),
         Route("/v1/run", guarded(run), methods=["POST"]),
+        Route("/v1/solve", guarded(solve), methods=["POST"]),
         Route("/v1/connect", guarded(connect), methods=["POST"]),
     ]
     return Starlette(routes=routes)

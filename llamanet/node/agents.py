@@ -22,6 +22,7 @@ from typing import Any
 
 from llamanet.backends.base import Backend, Chunk, Completion, TaskRequest
 from llamanet.errors import ConfigError, ModelNotFoundError, SkillInputError
+from llamanet.orchestrator.planning import PLANNER_CAPABILITY, PLANNER_PROMPT
 from llamanet.protocol.capabilities import is_valid_capability
 from llamanet.protocol.records import ModelInfo
 
@@ -100,8 +101,11 @@ class AgentBackend:
             messages = list(request.input["messages"])
         else:
             raise SkillInputError('input must be a prompt string or {"messages": [...]}')
-        if agent.system:
-            messages.insert(0, {"role": "system", "content": agent.system})
+        system = agent.system
+        if not system and agent.capability == PLANNER_CAPABILITY:
+            system = PLANNER_PROMPT
+        if system:
+            messages.insert(0, {"role": "system", "content": system})
         chat = replace(
             request,
             capability="llm.chat",

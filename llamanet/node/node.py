@@ -1147,6 +1147,17 @@ class Node:
             [(p, LlamanetError(why)) for p, why in report.set_aside],
         )
 
+    def swarm_capabilities(self) -> list[str]:
+        """Every capability in the verified records this node holds."""
+        now = self.clock()
+        caps = {
+            cap
+            for entry in self.registry.entries(now=now)
+            if entry.record.peer != self.peer_id
+            for cap in entry.record.record.caps
+        }
+        return sorted(caps)
+
     def running_tasks(self) -> list[dict[str, Any]]:
         """Tasks running here: who asked, their parent task and their sub-tasks."""
         return [
