@@ -22,6 +22,7 @@ import trio
 
 from llamanet.errors import LlamanetError
 
+from .market import AwardRule
 from .workflow import Step, Workflow, WorkflowError, render
 
 if TYPE_CHECKING:
@@ -191,14 +192,21 @@ async def _ask_with_retries(
     for attempt in range(step.retries + 1):
         report.tries += 1
         try:
-            answer = await node.ask(
-                step.capability,
-                task_input,
-                model=step.model,
-                timeout=step.timeout,
-                # Verification needs distinct peers.
-                exclude=[a.peer for a in earlier],
-            )
+            if step.market is not None:
+                rule = AwardRule(kind=step.market, price_cap=step.price_cap)
+                answer, _ = await node.tender(
+                    step.capability, task_input, rule=rule, timeout=step.timeout, summary=step.id
+                )
+            else:
+                answer = await node.ask(
+                    step.capability,
+                    task_input,
+                    model=step.model,
+                    max_price=step.price_cap,
+                    timeout=step.timeout,
+                    # Verification needs distinct peers.
+                    exclude=[a.peer for a in earlier],
+                )
         except LlamanetError as exc:
             last = exc
             if attempt < step.retries:

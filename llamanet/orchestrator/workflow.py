@@ -11,6 +11,8 @@
     model = { family = "llama" }    # optional model constraints
     input = { messages = [{ role = "user", content = "List facts about {{input}}" }] }
     retries = 1                     # further candidates after a failure (default 1)
+    market = "cheapest"             # optional: award by bids ("cheapest" or "fastest")
+    price_cap = 2.0                 # optional: credits per 1k tokens
     verify = 1                      # distinct peers that must agree (default 1)
 
     [[steps]]
@@ -45,7 +47,7 @@ _REFERENCE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)((?:\.[A-Za-z0-9_]+)*)\
 _STEP_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _STEP_KEYS: Final = frozenset(
     {"id", "capability", "model", "input", "retries", "verify", "after", "aggregate",
-     "inputs", "score", "timeout"}
+     "inputs", "score", "timeout", "market", "price_cap"}
 )  # fmt: skip
 
 
@@ -74,6 +76,9 @@ class Step:
     verify: int = 1
     timeout: float = 60.0
     after: tuple[str, ...] = ()
+    market: str | None = None
+    """Award the step by bids (``cheapest`` or ``fastest``) instead of ranking."""
+    price_cap: float | None = None
     depends_on: frozenset[str] = frozenset()
     """Every step this one waits for (references, inputs and after)."""
 
@@ -189,6 +194,13 @@ def _parse_step(index: int, raw: Any, problems: list[str]) -> Step | None:
     timeout = raw.get("timeout", 60.0)
     if not isinstance(timeout, int | float) or isinstance(timeout, bool) or not 0 < timeout <= 3600:
         problems.append(f"{where}: timeout must be seconds in (0, 3600]")
+    market, price_cap = raw.get("market"), raw.get("price_cap")
+    if market is not None and market not in ("cheapest", "fastest"):
+        problems.append(f"{where}: market must be 'cheapest' or 'fastest'")
+    if market is not None and (aggregate is not None or verify != 1):
+        problems.append(f"{where}: market goes with a capability step and verify = 1")
+    if price_cap is not None and not (isinstance(price_cap, int | float) and price_cap >= 0):
+        problems.append(f"{where}: price_cap must be a number >= 0")
     template = raw.get("input", "{{input}}")
     refs = references(template) - {"input"}
     return Step(
@@ -203,6 +215,8 @@ def _parse_step(index: int, raw: Any, problems: list[str]) -> Step | None:
         verify=verify if _is_int(verify) else 1,
         timeout=float(timeout) if isinstance(timeout, int | float) else 60.0,
         after=after,
+        market=market if isinstance(market, str) else None,
+        price_cap=float(price_cap) if isinstance(price_cap, int | float) else None,
         depends_on=frozenset(refs | set(inputs) | set(after)),
     )
 

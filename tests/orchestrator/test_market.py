@@ -128,3 +128,27 @@ async def test_the_winner_checks_the_award(tmp_path: Path) -> None:
         assert isinstance(refused, Decline)
         accepted = await worker._answer_award(award(offered, requester), requester.peer_id)
         assert isinstance(accepted, AwardAccepted) and accepted.cfp == cfp.id
+
+
+async def test_a_workflow_step_awarded_by_bids(tmp_path: Path) -> None:
+    from llamanet.orchestrator.runner import run_workflow
+    from llamanet.orchestrator.workflow import parse_workflow
+
+    flow = parse_workflow(
+        {
+            "steps": [
+                {"id": "cheap", "capability": "math.eval", "market": "cheapest"},
+                {"id": "capped", "capability": "math.eval", "market": "fastest", "price_cap": 1},
+            ]
+        }
+    )
+    async with (
+        start_node(tmp_path / "dear", price=5.0) as dear,
+        start_node(tmp_path / "cheap", price=0.5, bootstrap=(dear.addrs()[0],)) as cheap,
+        start_node(tmp_path / "r", bootstrap=(dear.addrs()[0], cheap.addrs()[0])) as requester,
+    ):
+        assert len(await requester.find("math.eval")) == 2
+        result = await run_workflow(requester, flow, "6*7")
+        assert result.output == 42
+        assert result.steps["cheap"].peers == [cheap.peer_id_text]
+        assert result.steps["capped"].peers == [cheap.peer_id_text]  # the other is over the cap

@@ -75,6 +75,7 @@ def test_every_problem_is_listed_at_once() -> None:
             {"id": "c", "capability": "x.y", "aggregate": "concatenate", "verify": 0},
             {"id": "d", "aggregate": "best", "inputs": ["a"]},
             {"id": "e", "capability": "x.y", "sparkle": True, "retries": -1},
+            {"id": "f", "capability": "x.y", "market": "auction", "price_cap": -1},
         ],
     }
     with pytest.raises(WorkflowError) as info:
@@ -92,6 +93,8 @@ def test_every_problem_is_listed_at_once() -> None:
         "unknown key(s) sparkle",
         "retries must be an integer 0..10",
         "output 'nowhere' is not a step",
+        "market must be 'cheapest' or 'fastest'",
+        "price_cap must be a number >= 0",
     ):
         assert expected in problems
     assert len(info.value.problems) >= 11
