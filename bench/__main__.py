@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["task_rtt", "discovery", "lan", "idle_rss", "llm_latency"]
+BENCHMARKS = ["task_rtt", "discovery", "lan", "idle_rss", "llm_latency", "orchestration"]
 
 
 def run(name: str) -> dict[str, Any]:
@@ -80,6 +80,10 @@ def render(results: dict[str, dict[str, Any]]) -> str:
         "",
         _llm_line(results["llm_latency"]),
         "",
+        "## Orchestration (`bench/orchestration.py`)",
+        "",
+        _orchestration_line(results["orchestration"]),
+        "",
         "## Idle daemon (`bench/idle_rss.py`)",
         "",
         f"RSS after {rss['settle_s']:.0f} s idle: {rss['rss_mib']:.1f} MiB.",
@@ -110,6 +114,18 @@ def _llm_line(llm: dict[str, Any]) -> str:
         f"server): first token p50 {n['first_token_p50_ms']:.2f} ms, total p50 "
         f"{n['total_p50_ms']:.2f} ms. Added: {llm['added_first_token_ms']:.2f} ms to the "
         f"first token, {llm['added_total_ms']:.2f} ms to the whole answer."
+    )
+
+
+def _orchestration_line(o: dict[str, Any]) -> str:
+    return (
+        f"A {o['steps']}-step workflow of `text.echo` steps on three worker daemons: "
+        f"{o['chain_per_step_ms']:.2f} ms per step as a chain, "
+        f"{o['fan_out_per_step_ms']:.2f} ms per step as a fan-out (median of {o['rounds']} "
+        f"runs; the steps' own work takes microseconds, so this is orchestration). After "
+        f"the preferred worker is killed with SIGKILL, the next ask fails over in "
+        f"{o['ask_after_kill_p50_ms']:.1f} ms p50 (max {o['ask_after_kill_max_ms']:.1f} ms), "
+        f"against {o['normal_ask_p50_ms']:.2f} ms for a normal ask."
     )
 
 
