@@ -195,6 +195,19 @@ def cmd_ask(args: argparse.Namespace) -> int:
         "stream": args.stream,
         "session": args.session,
     }
+    if args.market:
+        body.update(market=args.market, max_price=args.price_cap)
+        with ApiClient(args.home, timeout=args.timeout + 10) as api:
+            answer = api.post("/v1/ask", body)
+        if args.json:
+            _print_json(answer)
+        else:
+            _print_output(answer["output"])
+            _by(answer)
+            market = answer["market"]
+            print(f"— awarded by {market['rule']} at {market['price']} credits/1k tokens "
+                  f"among {market['bids']} bids", file=sys.stderr)  # fmt: skip
+        return 0
     with ApiClient(args.home, timeout=args.timeout + 10) as api:
         if not args.stream:
             answer = api.post("/v1/ask", body)
@@ -442,6 +455,12 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--input-json", action="store_true", help="parse INPUT as JSON")
     ask.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
     ask.add_argument("--peer", help="send to this peer ID only")
+    ask.add_argument(
+        "--market",
+        choices=("cheapest", "fastest"),
+        help="ask the best candidates for bids and award by this rule",
+    )
+    ask.add_argument("--price-cap", type=float, help="credits per 1k tokens at most")
     ask.add_argument(
         "--session",
         metavar="NAME",

@@ -11,7 +11,7 @@ Routes (JSON unless noted)::
     GET  /v1/record                this node's current signed record
     GET  /v1/find?cap=C[&limit=N][&timeout=S]   verified records offering C
     POST /v1/ask  {cap, input, stream?, params?, timeout?, peer?, session?, model?,
-                   max_price?, hedge?}
+                   max_price?, hedge?, market? ("cheapest" | "fastest")}
     POST /v1/run  {workflow, input} -> NDJSON: step events, then done or error
     POST /v1/solve {goal} -> NDJSON: the plan, step events, then done or error
                                    the answer; with "stream": true an NDJSON
@@ -54,6 +54,7 @@ from llamanet.errors import (
     TransportError,
 )
 from llamanet.node.node import Answer, Node
+from llamanet.orchestrator.market import AwardRule
 from llamanet.orchestrator.planning import make_plan
 from llamanet.orchestrator.runner import StepEvent, run_workflow
 from llamanet.orchestrator.workflow import Workflow, WorkflowError, parse_workflow
@@ -345,6 +346,24 @@ def build_app(node: Node, token: str) -> Starlette:
             "max_price": max_price,
             "hedge": hedge,
         }
+        market = body.get("market")
+        if market is not None:
+            # Awarded by bids; the winner is pinned, so peer and hedge do not apply.
+            try:
+                rule = AwardRule(kind=str(market), price_cap=max_price)
+            except ValueError as exc:
+                raise ApiError(400, str(exc)) from None
+            answer, report = await node.tender(
+                cap, args["input"], rule=rule, timeout=args["timeout"], params=params
+            )
+            reply = answer_json(answer)
+            reply["market"] = {
+                "rule": rule.kind,
+                "bids": len(report.bids),
+                "price": report.winner.price if report.winner else None,
+                "set_aside": [{"peer": p, "why": w} for p, w in report.set_aside],
+            }
+            return JSONResponse(reply)
         if body.get("stream"):
             return _streamed_ask(node, args)
         answer = await node.ask(**args)

@@ -56,8 +56,15 @@ async def relay_chain(
 
 async def test_depth_grows_per_hop_and_the_limit_is_enforced(tmp_path: Path) -> None:
     async with relay_chain(tmp_path, 3, max_depth=2) as (requester, _, doubles):
-        answer = await requester.ask("test.relay", {"hops": 2}, timeout=20)
+        answer = await requester.ask(
+            "test.relay", {"hops": 2, "cost": 30}, budget={"tokens": 100}, timeout=20
+        )
         assert answer.output == [0, [1, [2]]]
+        # The budget went down every hop (nothing was spent on the way down).
+        budgets = sorted(((r.depth, r.budget) for d in doubles for r in d.seen), key=str)
+        assert budgets == [(0, {"tokens": 100}), (1, {"tokens": 100.0}), (2, {"tokens": 100.0})]
+        for d in doubles:
+            d.seen.clear()
         # Three hops below the requester is one more than the swarm allows.
         with pytest.raises(TaskFailedError) as info:
             await requester.ask("test.relay", {"hops": 3}, timeout=20)
