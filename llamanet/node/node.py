@@ -13,13 +13,12 @@ cancels it, closes pooled streams and shuts the libp2p host down.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import os
 import statistics
 import time
-from collections import Counter, OrderedDict, defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -28,13 +27,11 @@ from typing import TYPE_CHECKING, Any, Final
 import multiaddr
 import trio
 from libp2p.abc import INetConn, INetStream, INetwork, INotifee
-from libp2p.custom_types import TProtocol
 from libp2p.host.ping import ID as PING_PROTOCOL
 from libp2p.host.ping import perform_ping_roundtrip
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
-from llamanet.adapters.bids import BidServer, exchange
 from llamanet.adapters.caps import CapsServer, fetch_record_bytes
 from llamanet.adapters.dht import CapsValidator, LlamanetDHT
 from llamanet.adapters.libp2p_host import (
@@ -60,8 +57,6 @@ from llamanet.discovery.mdns_records import MdnsPeer, new_peer_name
 from llamanet.discovery.registry import Registry
 from llamanet.errors import (
     ConfigError,
-    DecodeError,
-    LlamanetError,
     LocalProtocolError,
     NoCandidatesError,
     NodeClosedError,
@@ -75,19 +70,9 @@ from llamanet.errors import (
     TransportError,
 )
 from llamanet.orchestrator.delegation import Delegation
-from llamanet.orchestrator.market import AwardRule, TenderReport, check_bid, order_bids
+from llamanet.orchestrator.market import TenderReport
 from llamanet.orchestrator.selection import PeerObservations, rank_candidates
-from llamanet.protocol.bids import (
-    AWARD_DOMAIN,
-    BID_PROTOCOL,
-    Award,
-    AwardAccepted,
-    Bid,
-    BidMessage,
-    CallForProposals,
-    Decline,
-)
-from llamanet.protocol.capabilities import best_match, validate_capability
+from llamanet.protocol.capabilities import validate_capability
 from llamanet.protocol.config import RecordPolicy, SessionConfig
 from llamanet.protocol.messages import Message, Receipt, TaskChunk, TaskOffer, TaskResult
 from llamanet.protocol.peer_ids import peer_id_from_text, peer_id_to_text
@@ -97,6 +82,7 @@ from llamanet.trust.keys import Identity, load_or_create_identity
 
 from .agents import AgentBackend
 from .config import NodeConfig
+from .market import BID, Market
 from .perf import drifted, percentile
 from .sessions import Conversations, SessionLimits, chat_messages
 from .worker import Worker, WorkerLimits
@@ -114,11 +100,6 @@ LAN_MEET_ATTEMPTS: Final = 4
 
 ChunkCallback = Callable[[Any], Awaitable[None]]
 DIGEST_CACHE: Final = "model_digests.json"
-BID: Final = TProtocol(BID_PROTOCOL)
-BID_VALIDITY: Final = 30.0
-DEFAULT_ETA_MS: Final = 1000.0
-MAX_OPEN_BIDS: Final = 1024
-BidPolicy = Callable[[CallForProposals, bytes], Awaitable[BidMessage]]
 ATTEMPT_SHARE: Final = 0.5
 """Part of the time left that one attempt may use while other candidates wait."""
 DEFAULT_HEDGE_DELAY: Final = 1.0
@@ -228,13 +209,8 @@ class Node:
         self.caps_server = CapsServer(self._current_envelope)
         self.host.set_stream_handler(TASK_PROTOCOL, self._on_task_stream)
         self.host.set_stream_handler(CAPS_PROTOCOL, self._on_caps_stream)
-        self.bid_server = BidServer(self._answer_cfp, self._answer_award)
+        self.market = Market(self)
         self.host.set_stream_handler(BID, self._on_bid_stream)
-        self.bid_policy: BidPolicy = self.default_bid
-        """Decides this node's answer to a call for proposals (replaceable, e.g. by
-        simulated agents)."""
-        self._my_bids: OrderedDict[bytes, Bid] = OrderedDict()
-        self._awards: OrderedDict[bytes, Bid] = OrderedDict()
         self._inbound_streams: Counter[bytes] = Counter()
         self._record: SignedRecord | None = None
         self._provided_caps: tuple[str, ...] = ()
@@ -599,7 +575,13 @@ class Node:
         await self.caps_server.serve(Libp2pByteStream(stream))
 
     async def _on_bid_stream(self, stream: INetStream) -> None:
-        await self.bid_server.serve(Libp2pByteStream(stream))
+        await self.market.server.serve(Libp2pByteStream(stream))
+
+    async def tender(
+        self, capability: str, input: Any, **options: Any
+    ) -> tuple[Answer, TenderReport]:
+        """Market mode: see :meth:`Market.tender`."""
+        return await self.market.tender(capability, input, **options)
 
     async def _open_task_stream(self, peer: bytes) -> ByteStream:
         return await open_stream(self.host, peer, TASK_PROTOCOL)
@@ -996,156 +978,6 @@ class Node:
                 + "; ".join(f"{p[:16]}…: {e}" for p, e in attempts)
             )
         raise NoCandidatesError(capability, "every candidate failed", attempts)
-
-    # -- market mode -------------------------------------------------------------------
-
-    def sign_bid(self, cfp: CallForProposals, *, price: float, eta_ms: int) -> Bid:
-        """A bid of ours for ``cfp``, signed, valid for ``BID_VALIDITY`` seconds."""
-        unsigned = Bid(
-            cfp=cfp.id,
-            bidder=self.peer_id,
-            cap=cfp.cap,
-            price=float(price),
-            eta_ms=int(eta_ms),
-            exp=int((self.clock() + BID_VALIDITY) * 1000),
-        )
-        return dataclasses.replace(unsigned, sig=self.identity.sign(unsigned.signed_bytes()))
-
-    async def default_bid(self, cfp: CallForProposals, requester: bytes) -> BidMessage:
-        """Bid our advertised price and our measured time, scaled by load; decline
-        what we do not serve or have no room for."""
-        if best_match(cfp.cap, self.worker.capabilities()) is None:
-            return Decline(cfp=cfp.id, reason=f"{cfp.cap} is not served here")
-        if self.worker.in_flight >= self.worker.limits.max_concurrency:
-            return Decline(cfp=cfp.id, reason="no free task slot")
-        typical = self.worker.p50_ms() or DEFAULT_ETA_MS
-        return self.sign_bid(
-            cfp, price=self.config.price, eta_ms=int(typical * (1 + self.worker.load))
-        )
-
-    async def _answer_cfp(self, cfp: CallForProposals, requester: bytes) -> BidMessage:
-        answer = await self.bid_policy(cfp, requester)
-        if isinstance(answer, Bid):
-            self._my_bids[cfp.id] = answer
-            while len(self._my_bids) > MAX_OPEN_BIDS:
-                self._my_bids.popitem(last=False)
-        return answer
-
-    async def _answer_award(self, award: Award, requester: bytes) -> BidMessage:
-        """Accept an award only for our own unexpired bid, awarded by whom we bid to."""
-        try:
-            bid = award.winning_bid()
-        except DecodeError:
-            return Decline(cfp=b"\0" * 16, reason="the award holds no valid bid")
-        ours = self._my_bids.get(bid.cfp)
-        if award.requester != requester or not award.verify():
-            reason = "the award is not signed by the requester"
-        elif ours is None or ours != bid:
-            reason = "that is not a bid of ours"
-        elif bid.exp <= self.clock() * 1000:
-            reason = "our bid has expired"
-        else:
-            self._awards[bid.cfp] = bid
-            while len(self._awards) > MAX_OPEN_BIDS:
-                self._awards.popitem(last=False)
-            return AwardAccepted(cfp=bid.cfp)
-        log.info("refused an award from %s: %s", ID(requester), reason)
-        return Decline(cfp=bid.cfp, reason=reason)
-
-    async def tender(
-        self,
-        capability: str,
-        input: Any,
-        *,
-        summary: str = "",
-        rule: AwardRule | None = None,
-        bidders: int = 3,
-        bid_window: float = 1.0,
-        timeout: float = 30.0,
-        **options: Any,
-    ) -> tuple[Answer, TenderReport]:
-        """Ask the ``bidders`` best candidates for bids, award by ``rule`` and run
-        the task on the winner.  ``options`` as :meth:`ask`."""
-        self._check_running()
-        validate_capability(capability)
-        rule = rule or AwardRule()
-        now = self.clock()
-        cfp = CallForProposals(
-            id=os.urandom(16),
-            cap=capability,
-            summary=summary[:1024],
-            bid_deadline=int((now + bid_window) * 1000),
-            task_deadline=int((now + timeout) * 1000),
-        )
-        records = self._known_providers(capability) or await self.find(capability)
-        ranked = rank_candidates(records, capability, seen=self._observations())[:bidders]
-        report = TenderReport(cfp=cfp)
-        answered: set[bytes] = set()
-
-        async def ask_for_bid(peer: bytes) -> None:
-            try:
-                answer = await exchange(
-                    await open_stream(self.host, peer, TProtocol(BID_PROTOCOL)), cfp
-                )
-            except (TransportError, RemoteProtocolError) as exc:
-                report.set_aside.append((peer_id_to_text(peer), f"unreachable: {exc}"))
-                answered.add(peer)
-                return
-            answered.add(peer)
-            if isinstance(answer, Decline):
-                report.set_aside.append((peer_id_to_text(peer), f"declined: {answer.reason}"))
-            elif isinstance(answer, Bid):
-                why = check_bid(answer, cfp, peer)
-                if why is None:
-                    report.bids.append(answer)
-                else:
-                    report.set_aside.append((peer_id_to_text(peer), why))
-            else:
-                report.set_aside.append((peer_id_to_text(peer), f"answered {answer.wire_type!r}"))
-
-        with trio.move_on_after(bid_window):
-            async with trio.open_nursery() as nursery:
-                for candidate in ranked:
-                    nursery.start_soon(ask_for_bid, candidate.record.peer)
-        for candidate in ranked:
-            if candidate.record.peer not in answered:
-                late = candidate.record.record.peer_text
-                report.set_aside.append((late, "no bid before the deadline"))
-        order = order_bids(
-            report.bids, rule, now_ms=int(self.clock() * 1000), task_deadline_ms=cfp.task_deadline
-        )
-        for bid in order:
-            award = Award(
-                bid=bid.to_wire(),
-                requester=self.peer_id,
-                sig=self.identity.sign(AWARD_DOMAIN + bid.sig),
-            )
-            try:
-                stream = await open_stream(self.host, bid.bidder, BID)
-                reply = await exchange(stream, award)
-            except (TransportError, RemoteProtocolError) as exc:
-                report.set_aside.append((peer_id_to_text(bid.bidder), f"award failed: {exc}"))
-                continue
-            if not isinstance(reply, AwardAccepted):
-                why = reply.reason if isinstance(reply, Decline) else reply.wire_type
-                report.set_aside.append((peer_id_to_text(bid.bidder), f"refused the award: {why}"))
-                continue
-            report.winner = bid
-            remaining = cfp.task_deadline / 1000 - self.clock()
-            answer = await self.ask(
-                capability,
-                input,
-                peer=peer_id_to_text(bid.bidder),
-                task_id=cfp.id,
-                timeout=max(0.1, remaining),
-                **options,
-            )
-            return answer, report
-        raise NoCandidatesError(
-            capability,
-            f"no acceptable bid ({rule.kind})",
-            [(p, LlamanetError(why)) for p, why in report.set_aside],
-        )
 
     def swarm_capabilities(self) -> list[str]:
         """Every capability in the verified records this node holds."""

@@ -79,14 +79,14 @@ async def test_a_round_with_a_late_and_a_forged_bid(tmp_path: Path) -> None:
 
         async def slow_bid(cfp: CallForProposals, requester_id: bytes) -> BidMessage:
             await trio.sleep(1.5)  # past the bid window
-            return await late.default_bid(cfp, requester_id)
+            return await late.market.default_bid(cfp, requester_id)
 
         async def forged_bid(cfp: CallForProposals, requester_id: bytes) -> BidMessage:
-            honest = forger.sign_bid(cfp, price=0.0, eta_ms=1)
+            honest = forger.market.sign_bid(cfp, price=0.0, eta_ms=1)
             return dataclasses.replace(honest, sig=CAROL.sign(honest.signed_bytes()))
 
-        late.bid_policy = slow_bid
-        forger.bid_policy = forged_bid
+        late.market.bid_policy = slow_bid
+        forger.market.bid_policy = forged_bid
         answer, report = await requester.tender(
             "text.echo", "hello", summary="echo a greeting", bid_window=0.5, timeout=10
         )
@@ -97,7 +97,7 @@ async def test_a_round_with_a_late_and_a_forged_bid(tmp_path: Path) -> None:
         assert why[late.peer_id_text] == "no bid before the deadline"
         assert why[forger.peer_id_text] == "bad signature"
         # The winner ran the task under the call's id.
-        assert report.cfp.id in good._awards
+        assert report.cfp.id in good.market.awards
 
 
 async def test_the_winner_checks_the_award(tmp_path: Path) -> None:
@@ -106,7 +106,7 @@ async def test_the_winner_checks_the_award(tmp_path: Path) -> None:
         start_node(tmp_path / "r", bootstrap=(worker.addrs()[0],)) as requester,
     ):
         cfp = dataclasses.replace(CFP, id=os.urandom(16))
-        offered = await worker._answer_cfp(cfp, requester.peer_id)
+        offered = await worker.market._answer_cfp(cfp, requester.peer_id)
         assert isinstance(offered, Bid)
 
         def award(bid: Bid, signer: Node | Identity) -> Award:
@@ -118,15 +118,15 @@ async def test_the_winner_checks_the_award(tmp_path: Path) -> None:
             )
 
         # Signed by someone else than the requester: refused.
-        refused = await worker._answer_award(award(offered, ALICE), requester.peer_id)
+        refused = await worker.market._answer_award(award(offered, ALICE), requester.peer_id)
         assert isinstance(refused, Decline) and "not signed by the requester" in refused.reason
         # A bid the worker never made (a better price for the requester): refused.
-        cheaper = worker.sign_bid(cfp, price=0.0, eta_ms=1)
-        refused = await worker._answer_award(
+        cheaper = worker.market.sign_bid(cfp, price=0.0, eta_ms=1)
+        refused = await worker.market._answer_award(
             award(dataclasses.replace(cheaper, exp=cheaper.exp + 1), requester), requester.peer_id
         )
         assert isinstance(refused, Decline)
-        accepted = await worker._answer_award(award(offered, requester), requester.peer_id)
+        accepted = await worker.market._answer_award(award(offered, requester), requester.peer_id)
         assert isinstance(accepted, AwardAccepted) and accepted.cfp == cfp.id
 
 
