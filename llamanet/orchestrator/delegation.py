@@ -93,9 +93,12 @@ class Delegation:
         except TaskError as exc:
             child.state = exc.code
             raise DelegatedTaskError(exc) from exc
-        except LlamanetError:
+        except BackendError:
             child.state = "failed"
             raise
+        except LlamanetError as exc:  # no candidates, unreachable, timed out
+            child.state = "failed"
+            raise BackendError(f"sub-task {capability}: {exc}") from exc
         child.peer, child.state = answer.peer, "ok"
         tokens = float(
             answer.usage.get("prompt_tokens", 0) + answer.usage.get("completion_tokens", 0)
