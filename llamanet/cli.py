@@ -125,6 +125,7 @@ def cmd_peers(args: argparse.Namespace) -> int:
                 ("in_routing_table", "DHT"),
                 ("capabilities", "CAPABILITIES"),
                 ("load", "LOAD"),
+                ("reputation", "REPUTATION"),
                 ("record_expires_in", "RECORD TTL"),
                 ("source", "VIA"),
             ],

@@ -42,6 +42,7 @@ from llamanet.protocol.bids import (
 )
 from llamanet.protocol.capabilities import best_match, validate_capability
 from llamanet.protocol.peer_ids import peer_id_to_text
+from llamanet.trust.reputation import Outcome
 
 if TYPE_CHECKING:
     from .node import Answer, Node
@@ -52,6 +53,8 @@ BID: Final = TProtocol(BID_PROTOCOL)
 BID_VALIDITY: Final = 30.0
 DEFAULT_ETA_MS: Final = 1000.0
 MAX_OPEN_BIDS: Final = 1024
+LATE_FACTOR: Final = 2.0
+LATE_SLACK_MS: Final = 100.0
 BidPolicy = Callable[[CallForProposals, bytes], Awaitable[BidMessage]]
 
 
@@ -147,7 +150,8 @@ class Market:
             task_deadline=int((now + timeout) * 1000),
         )
         records = self.node._known_providers(capability) or await self.node.find(capability)
-        ranked = rank_candidates(records, capability, seen=self.node._observations())[:bidders]
+        seen = self.node._observations(capability, (r.peer for r in records))
+        ranked = rank_candidates(records, capability, seen=seen)[:bidders]
         report = TenderReport(cfp=cfp)
         answered: set[bytes] = set()
 
@@ -212,6 +216,9 @@ class Market:
                 timeout=max(0.1, remaining),
                 **options,
             )
+            if answer.elapsed_ms > LATE_FACTOR * bid.eta_ms + LATE_SLACK_MS:
+                # Delivered, but far past what it promised when it bid.
+                self.node.reputation.record(bid.bidder, capability, Outcome.LATE, self.node.clock())
             return answer, report
         raise NoCandidatesError(
             capability,

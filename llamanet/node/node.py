@@ -79,6 +79,7 @@ from llamanet.protocol.peer_ids import peer_id_from_text, peer_id_to_text
 from llamanet.protocol.pow import check_pow, solve_pow
 from llamanet.protocol.records import CapabilityRecord, SignedRecord, open_record, seal_record
 from llamanet.trust.keys import Identity, load_or_create_identity
+from llamanet.trust.reputation import Outcome, ReputationStore
 
 from .agents import AgentBackend
 from .config import NodeConfig
@@ -100,6 +101,8 @@ LAN_MEET_ATTEMPTS: Final = 4
 
 ChunkCallback = Callable[[Any], Awaitable[None]]
 DIGEST_CACHE: Final = "model_digests.json"
+REPUTATION_FILE: Final = "reputation.sqlite"
+_REQUESTER_FAULTS: Final = frozenset({"bad_request", "too_large", "cancelled", "session_unknown"})
 ATTEMPT_SHARE: Final = 0.5
 """Part of the time left that one attempt may use while other candidates wait."""
 DEFAULT_HEDGE_DELAY: Final = 1.0
@@ -186,6 +189,8 @@ class Node:
             delegator=lambda request: Delegation(self, request),
         )
         self.conversations = Conversations(clock=clock)
+        self.reputation = ReputationStore(config.home / REPUTATION_FILE)
+        """What this node has seen of each peer; kept across restarts."""
         self._rtt: defaultdict[bytes, deque[float]] = defaultdict(lambda: deque(maxlen=RTT_SAMPLES))
         """Round trips (ms) of recent tasks this node sent each peer."""
         self.registry = Registry()
@@ -872,7 +877,7 @@ class Node:
                 exclude=[peer_id_from_text(p) for p in exclude],
                 model=model,
                 max_price=max_price,
-                seen=self._observations(),
+                seen=self._observations(capability, (r.peer for r in records)),
                 explore=self.config.explore,
             )
             targets = [c.record.peer for c in ranked]
@@ -914,6 +919,7 @@ class Node:
                 log.info("peer %s lost session %s; resending it whole", ID(target), session)
                 return await run(target, until, on_event, full=True)
             self._rtt[target].append((trio.current_time() - sent) * 1000)
+            self.reputation.record(target, capability, Outcome.SUCCESS, self.clock())
             return result
 
         async def forward(event: Message) -> None:
@@ -922,6 +928,7 @@ class Node:
 
         def failed(target: bytes, exc: Exception) -> None:
             """Count a failed attempt; raise it if no other peer may be tried."""
+            self._judge(target, capability, exc)
             if isinstance(exc, TaskRejectedError | TaskFailedError):
                 self.tasks_sent[f"{capability}:{exc.code}"] += 1
                 if peer is not None or exc.code in _NOT_RETRYABLE:
@@ -1009,10 +1016,24 @@ class Node:
         record = self.registry.get(peer_id_from_text(peer), now=self.clock())
         return record.record.price if record is not None else 0.0
 
-    def _observations(self) -> PeerObservations:
+    def _observations(
+        self, capability: str | None = None, peers: Iterable[bytes] = ()
+    ) -> PeerObservations:
+        reputation = self.reputation.scores(peers, capability, self.clock()) if capability else {}
         return PeerObservations(
             rtt_ms={p: statistics.median(s) for p, s in self._rtt.items() if s},
+            reputation=reputation,
         )
+
+    def _judge(self, peer: bytes, capability: str, exc: Exception) -> None:
+        """What a failed attempt says about the peer (a refusal says nothing; a
+        task the requester got wrong is not the worker's fault)."""
+        if isinstance(exc, TaskRejectedError):
+            return
+        if isinstance(exc, TaskFailedError) and exc.code in _REQUESTER_FAULTS:
+            return
+        outcome = Outcome.TIMEOUT if isinstance(exc, RequestTimeoutError) else Outcome.FAILURE
+        self.reputation.record(peer, capability, outcome, self.clock())
 
     def _hedge_delay(self, target: bytes, hedge: bool | float) -> float:
         """Seconds after which a second request goes out: ``hedge`` if a number,
@@ -1126,6 +1147,7 @@ class Node:
                 "capabilities": list(rec.caps),
                 "models": [m.name for m in rec.models],
                 "load": rec.load,
+                "reputation": round(self.reputation.overall(rec.peer, now), 3),
                 "record_seq": rec.seq,
                 "record_expires_in": round(rec.exp - now),
                 "source": entry.source,
@@ -1139,6 +1161,7 @@ class Node:
                     "capabilities": [],
                     "models": [],
                     "load": None,
+                    "reputation": round(self.reputation.overall(peer, now), 3),
                     "record_seq": None,
                     "record_expires_in": None,
                     "source": None,
@@ -1175,6 +1198,7 @@ async def open_node(
             finally:
                 await node.aclose()
                 nursery.cancel_scope.cancel()
+        node.reputation.close()
     finally:
         if opened:
             with trio.CancelScope(shield=True):

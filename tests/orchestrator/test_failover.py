@@ -145,3 +145,36 @@ def test_the_hedge_threshold_is_the_p95_of_own_round_trips(tmp_path: Path) -> No
     assert node._hedge_delay(peer, 0.25) == 0.25
     node._rtt[peer].extend(float(ms) for ms in range(1, 61))
     assert node._hedge_delay(peer, True) == 0.057
+
+
+async def test_failures_cost_reputation_which_steers_later_tasks(tmp_path: Path) -> None:
+    from llamanet.trust.reputation import NEUTRAL
+
+    from ..doubles import CrashingSkillDouble
+
+    class Flaky(CrashingSkillDouble):
+        """TEST DOUBLE: serves test.crash, always failing."""
+
+    async with (
+        start_node(tmp_path / "bad", backends=[Flaky()]) as bad,
+        start_node(
+            tmp_path / "good", backends=[DelayedAnswerDouble("ok", 0, "test.crash")]
+        ) as good,
+        start_node(tmp_path / "r", bootstrap=(bad.addrs()[0], good.addrs()[0])) as requester,
+    ):
+        assert len(await requester.find("test.crash")) == 2
+        # The bad peer looks a little faster, so it is tried first at the start.
+        requester._rtt[bad.peer_id].extend([4.0] * 9)
+        requester._rtt[good.peer_id].extend([5.0] * 9)
+        picked = []
+        for _ in range(6):
+            answer = await requester.ask("test.crash", None, timeout=5)
+            picked.append(bool(answer.attempts))  # did it fail over from the bad one?
+        assert answer.output == "ok"
+        now = requester.clock()
+        assert requester.reputation.score(bad.peer_id, "test.crash", now) < NEUTRAL
+        assert requester.reputation.score(good.peer_id, "test.crash", now) > NEUTRAL
+        assert picked[0] is True  # tried the bad peer first, then failed over
+        assert picked[-1] is False  # the bad peer is no longer tried first
+        rows = {row["peer_id"]: row for row in requester.peers()}
+        assert rows[bad.peer_id_text]["reputation"] < NEUTRAL
