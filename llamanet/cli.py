@@ -196,6 +196,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
         "stream": args.stream,
         "session": args.session,
     }
+    if args.verify > 1:
+        body.update(verify=args.verify, compare=args.compare)
     if args.market:
         body.update(market=args.market, max_price=args.price_cap)
         with ApiClient(args.home, timeout=args.timeout + 10) as api:
@@ -462,6 +464,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="ask the best candidates for bids and award by this rule",
     )
     ask.add_argument("--price-cap", type=float, help="credits per 1k tokens at most")
+    ask.add_argument(
+        "--verify", type=int, default=1, metavar="K",
+        help="run on K distinct peers and return the answer most of them agree on",
+    )  # fmt: skip
+    ask.add_argument(
+        "--compare", default="exact",
+        help="how answers are compared: exact, text, or a judge capability (default exact)",
+    )  # fmt: skip
     ask.add_argument(
         "--session",
         metavar="NAME",

@@ -265,6 +265,11 @@ class TaskFailedError(TaskError):
     """Raised when a worker accepted a task and then ended it with ``error``."""
 
 
+class VerificationError(LlamanetError):
+    """Raised when the peers asked to verify a task did not agree (no answer had a
+    majority)."""
+
+
 class NoCandidatesError(LlamanetError):
     """Raised when no verified peer offers a capability, or every candidate failed.
     ``attempts`` lists what was tried, as ``(peer_id, error)`` pairs."""

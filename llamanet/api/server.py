@@ -11,7 +11,7 @@ Routes (JSON unless noted)::
     GET  /v1/record                this node's current signed record
     GET  /v1/find?cap=C[&limit=N][&timeout=S]   verified records offering C
     POST /v1/ask  {cap, input, stream?, params?, timeout?, peer?, session?, model?,
-                   max_price?, hedge?, market? ("cheapest" | "fastest")}
+                   max_price?, hedge?, market? ("cheapest" | "fastest"), verify?, compare?}
     POST /v1/run  {workflow, input} -> NDJSON: step events, then done or error
     POST /v1/solve {goal} -> NDJSON: the plan, step events, then done or error
                                    the answer; with "stream": true an NDJSON
@@ -52,6 +52,7 @@ from llamanet.errors import (
     RequestTimeoutError,
     TaskError,
     TransportError,
+    VerificationError,
 )
 from llamanet.node.node import Answer, Node
 from llamanet.orchestrator.market import AwardRule
@@ -93,6 +94,10 @@ def answer_json(answer: Answer) -> dict[str, Any]:
         },
         "elapsed_ms": round(answer.elapsed_ms, 3),
         "attempts": [{"peer": p, "error": e} for p, e in answer.attempts],
+        "verified_by": [
+            {"peer": p, "time_ms": r.time_ms, "signature": base64.b64encode(r.signature).decode()}
+            for p, r in answer.verified_by
+        ],
     }
 
 
@@ -107,6 +112,8 @@ def error_json(exc: Exception) -> dict[str, Any]:
 
 
 def _status_for(exc: Exception) -> int:
+    if isinstance(exc, VerificationError):
+        return 502
     if isinstance(exc, LocalProtocolError | ConfigError | WorkflowError | ValueError):
         return 400
     if isinstance(exc, NoCandidatesError):
@@ -346,6 +353,11 @@ def build_app(node: Node, token: str) -> Starlette:
             "max_price": max_price,
             "hedge": hedge,
         }
+        verify = body.get("verify", 1)
+        if not isinstance(verify, int) or isinstance(verify, bool) or not 1 <= verify <= 9:
+            raise ApiError(400, "'verify' must be an integer 1..9")
+        if verify > 1:
+            args.update(verify=verify, compare=str(body.get("compare", "exact")))
         market = body.get("market")
         if market is not None:
             # Awarded by bids; the winner is pinned, so peer and hedge do not apply.

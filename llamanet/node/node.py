@@ -21,7 +21,7 @@ import time
 from collections import Counter, defaultdict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final
 
 import multiaddr
@@ -68,10 +68,19 @@ from llamanet.errors import (
     TaskFailedError,
     TaskRejectedError,
     TransportError,
+    VerificationError,
 )
 from llamanet.orchestrator.delegation import Delegation
 from llamanet.orchestrator.market import TenderReport
 from llamanet.orchestrator.selection import PeerObservations, rank_candidates
+from llamanet.orchestrator.verification import (
+    MODES,
+    Vote,
+    answer_key,
+    diverse,
+    network_of,
+    quorum,
+)
 from llamanet.protocol.capabilities import validate_capability
 from llamanet.protocol.config import RecordPolicy, SessionConfig
 from llamanet.protocol.messages import Message, Receipt, TaskChunk, TaskOffer, TaskResult
@@ -102,6 +111,7 @@ LAN_MEET_ATTEMPTS: Final = 4
 ChunkCallback = Callable[[Any], Awaitable[None]]
 DIGEST_CACHE: Final = "model_digests.json"
 REPUTATION_FILE: Final = "reputation.sqlite"
+AGREE_WORDS: Final = frozenset({"yes", "true", "same", "agree", "equivalent"})
 _REQUESTER_FAULTS: Final = frozenset({"bad_request", "too_large", "cancelled", "session_unknown"})
 ATTEMPT_SHARE: Final = 0.5
 """Part of the time left that one attempt may use while other candidates wait."""
@@ -126,6 +136,8 @@ class Answer:
     elapsed_ms: float
     attempts: list[tuple[str, str]] = field(default_factory=list)
     """``(peer, error)`` for candidates that failed before this one answered."""
+    verified_by: list[tuple[str, Receipt]] = field(default_factory=list)
+    """With ``verify``: each agreeing peer and its signed receipt."""
 
 
 class _ConnectionWatcher(INotifee):
@@ -836,6 +848,8 @@ class Node:
         depth: int = 0,
         budget: Mapping[str, float] | None = None,
         task_id: bytes | None = None,
+        verify: int = 1,
+        compare: str = "exact",
     ) -> Answer:
         """Run ``capability`` on ``input`` somewhere in the swarm.
 
@@ -848,7 +862,11 @@ class Node:
         data.
 
         ``model`` constrains the model (``name``, ``family``, ``digest``,
-        ``min_ctx``); ``max_price`` caps the price per 1k tokens; ``exclude`` names
+        ``min_ctx``); ``max_price`` caps the price per 1k tokens; ``verify = k``
+        runs the task on k distinct peers (on distinct networks where possible) and
+        returns the answer more than half of them agree on, compared by
+        ``compare``: ``exact``, ``text`` (normalized, same model digest) or the name
+        of a judge capability; ``exclude`` names
         peers not to ask.  ``parent``, ``depth`` and ``budget`` are set by a
         worker's :class:`Delegation` for sub-tasks.  An attempt that
         gets no answer in time gives way to the next candidate after half of the
@@ -863,6 +881,17 @@ class Node:
         """
         self._check_running()
         validate_capability(capability)
+        if verify > 1:
+            return await self._verified(
+                capability,
+                input,
+                k=verify,
+                compare=compare,
+                timeout=timeout,
+                exclude=exclude,
+                options={"params": params, "model": model, "stream": stream,
+                         "on_chunk": on_chunk, "max_price": max_price},
+            )  # fmt: skip
         started = trio.current_time()
         deadline = self.clock() + timeout
         if peer is not None:
@@ -1024,6 +1053,95 @@ class Node:
             rtt_ms={p: statistics.median(s) for p, s in self._rtt.items() if s},
             reputation=reputation,
         )
+
+    async def _verified(
+        self,
+        capability: str,
+        input: Any,
+        *,
+        k: int,
+        compare: str,
+        timeout: float,
+        exclude: Iterable[str],
+        options: dict[str, Any],
+    ) -> Answer:
+        if compare not in MODES:
+            validate_capability(compare)  # otherwise it names a judge
+        deadline = self.clock() + timeout
+        records = self._known_providers(capability) or await self.find(capability)
+        skip = {peer_id_from_text(p) for p in exclude}
+        records = [r for r in records if r.peer not in skip]
+        ranked = rank_candidates(
+            records, capability, seen=self._observations(capability, (r.peer for r in records))
+        )
+        order = [c.record.peer for c in ranked]
+        if len(order) < k:
+            raise NoCandidatesError(
+                capability, f"verification needs {k} distinct peers; {len(order)} offer it"
+            )
+        networks = {r.peer: network_of(r.record.addrs) for r in records}
+        targets = diverse(order, networks, k)
+        spare = [p for p in order if p not in targets]
+        answers: dict[bytes, Answer] = {}
+
+        async def one(target: bytes) -> None:
+            current: bytes | None = target
+            while current is not None and self.clock() < deadline:
+                try:
+                    answers[current] = await self.ask(
+                        capability,
+                        input,
+                        peer=peer_id_to_text(current),
+                        timeout=deadline - self.clock(),
+                        **options,
+                    )
+                    return
+                except (TaskError, TransportError, RemoteProtocolError):
+                    current = spare.pop(0) if spare else None
+
+        async with trio.open_nursery() as nursery:
+            for target in targets:
+                nursery.start_soon(one, target)
+        keys = await self._answer_keys(capability, input, answers, compare)
+        outcome = quorum([Vote(peer_id_to_text(p), key) for p, key in keys.items()])
+        if outcome is None:
+            raise VerificationError(
+                f"{capability}: no answer had a majority of {len(answers)} "
+                f"(of {k} asked, {len(set(keys.values()))} different)"
+            )
+        _, agree, disagree = outcome
+        now = self.clock()
+        for text in agree:
+            self.reputation.record(peer_id_from_text(text), capability, Outcome.AGREED, now)
+        for text in disagree:
+            log.info("peer %s disagreed with the quorum on %s", text, capability)
+            self.reputation.record(peer_id_from_text(text), capability, Outcome.DISAGREED, now)
+        winner = answers[peer_id_from_text(agree[0])]
+        proofs = [(p, answers[peer_id_from_text(p)].receipt) for p in agree]
+        return replace(winner, verified_by=proofs)
+
+    async def _answer_keys(
+        self, capability: str, input: Any, answers: Mapping[bytes, Answer], compare: str
+    ) -> dict[bytes, str]:
+        if compare in MODES:
+            return {p: answer_key(a.output, compare, a.model_digest) for p, a in answers.items()}
+        # A judge capability: each answer joins the first group the judge says it
+        # agrees with, else starts its own.
+        groups: list[tuple[str, Any]] = []
+        keys: dict[bytes, str] = {}
+        for peer, answer in answers.items():
+            for label, representative in groups:
+                verdict = await self.ask(
+                    compare, {"task": input, "a": representative, "b": answer.output}
+                )
+                if verdict.output is True or str(verdict.output).strip().lower() in AGREE_WORDS:
+                    keys[peer] = label
+                    break
+            else:
+                label = f"group{len(groups)}"
+                groups.append((label, answer.output))
+                keys[peer] = label
+        return keys
 
     def _judge(self, peer: bytes, capability: str, exc: Exception) -> None:
         """What a failed attempt says about the peer (a refusal says nothing; a

@@ -4,7 +4,8 @@ Every step starts as soon as the steps it depends on are done, so independent
 steps run at once (on whichever peers rank best for each).  A capability step is
 one :meth:`Node.ask`, which already fails over between candidates; ``retries``
 asks again after that fails as a whole; ``verify = n`` asks ``n`` distinct peers
-and needs a majority of them to agree.  Aggregators run here, on the requester.
+(:meth:`Node.ask` with ``verify``) and needs a majority of them to agree.
+Aggregators run here, on the requester.
 A step that fails ends the run and cancels the steps still going.  ``on_event``
 sees every step start, finish or fail, for live progress.
 """
@@ -173,17 +174,14 @@ async def _execute(
         return await _aggregate(node, step, outputs, values["input"], report)
     assert step.capability is not None
     task_input = render(step.input, values)
-    answers: list[Answer] = []
-    for _ in range(step.verify):
-        answers.append(await _ask_with_retries(node, step, task_input, answers, report, emit))
-    return _agreed(step, answers)
+    answer = await _ask_with_retries(node, step, task_input, report, emit)
+    return answer.output
 
 
 async def _ask_with_retries(
     node: Node,
     step: Step,
     task_input: Any,
-    earlier: list[Answer],
     report: StepReport,
     emit: EventCallback,
 ) -> Answer:
@@ -204,8 +202,7 @@ async def _ask_with_retries(
                     model=step.model,
                     max_price=step.price_cap,
                     timeout=step.timeout,
-                    # Verification needs distinct peers.
-                    exclude=[a.peer for a in earlier],
+                    verify=step.verify,
                 )
         except LlamanetError as exc:
             last = exc
@@ -219,22 +216,10 @@ async def _ask_with_retries(
 
 
 def _account(node: Node, report: StepReport, answer: Answer) -> None:
-    report.peers.append(answer.peer)
+    report.peers.extend([p for p, _ in answer.verified_by] or [answer.peer])
     tokens = float(answer.usage.get("prompt_tokens", 0) + answer.usage.get("completion_tokens", 0))
     report.tokens += tokens
     report.credits += tokens / 1000 * node.price_of(answer.peer)
-
-
-def _agreed(step: Step, answers: list[Answer]) -> Any:
-    if len(answers) == 1:
-        return answers[0].output
-    votes = Counter(_canonical(a.output) for a in answers)
-    winner, count = votes.most_common(1)[0]
-    if count * 2 <= len(answers):
-        raise WorkflowError(
-            [f"{len(answers)} peers disagreed ({len(votes)} different answers)"], step.id
-        )
-    return next(a.output for a in answers if _canonical(a.output) == winner)
 
 
 async def _aggregate(

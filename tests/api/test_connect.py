@@ -37,6 +37,8 @@ async def test_ask_stream_find_and_run_through_the_daemon(tmp_path: Path) -> Non
         assert found["peer_id"] == worker.peer_id_text
         answer = await client.ask("math.eval", "2*(3+4)")
         assert answer["output"] == 14 and answer["peer"] == worker.peer_id_text
+        with pytest.raises(llamanet.RemoteError, match="needs 2 distinct peers"):
+            await client.ask("math.eval", "1+1", verify=2)
         awarded = await client.ask("math.eval", "1+1", market="cheapest")
         assert awarded["output"] == 2 and awarded["market"]["bids"] == 1
         with pytest.raises(llamanet.RemoteError, match="award rule"):
