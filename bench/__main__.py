@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["task_rtt", "discovery", "lan", "idle_rss", "llm_latency", "orchestration"]
+BENCHMARKS = [
+    "task_rtt",
+    "discovery",
+    "lan",
+    "idle_rss",
+    "llm_latency",
+    "orchestration",
+    "identity_cost",
+]
 
 
 def run(name: str) -> dict[str, Any]:
@@ -84,6 +92,10 @@ def render(results: dict[str, dict[str, Any]]) -> str:
         "",
         _orchestration_line(results["orchestration"]),
         "",
+        "## Cost of an identity (`bench/identity_cost.py`)",
+        "",
+        _identity_line(results["identity_cost"]),
+        "",
         "## Idle daemon (`bench/idle_rss.py`)",
         "",
         f"RSS after {rss['settle_s']:.0f} s idle: {rss['rss_mib']:.1f} MiB.",
@@ -126,6 +138,15 @@ def _orchestration_line(o: dict[str, Any]) -> str:
         f"the preferred worker is killed with SIGKILL, the next ask fails over in "
         f"{o['ask_after_kill_p50_ms']:.1f} ms p50 (max {o['ask_after_kill_max_ms']:.1f} ms), "
         f"against {o['normal_ask_p50_ms']:.2f} ms for a normal ask."
+    )
+
+
+def _identity_line(i: dict[str, Any]) -> str:
+    return (
+        f"Proof-of-work for one new identity at the default {i['difficulty']} bits: "
+        f"mean {i['mean_s']:.2f} s of CPU (median {i['median_s']:.2f} s, p90 "
+        f"{i['p90_s']:.2f} s; {i['identities']} identities, about {i['hashes_per_s']:,} "
+        "hashes/s). Benchmarks and tests run their swarms at 8 bits."
     )
 
 

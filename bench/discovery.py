@@ -33,6 +33,7 @@ def spawn(
         sys.executable, "-m", "llamanet", "node", "--home", str(home),
         "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--skills", skills,
         "--log-level", "warning", "--bootstrap-file", str(home.parent / "none.toml"),
+        "--pow-difficulty", "8",
     ]  # fmt: skip
     if bootstrap:
         args += ["--bootstrap", bootstrap]

@@ -29,7 +29,7 @@ def measure(settle: float) -> dict[str, float]:
         proc = subprocess.Popen(
             [sys.executable, "-m", "llamanet", "node", "--home", str(home),
              "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--log-level", "warning",
-             "--bootstrap-file", str(Path(tmp) / "none.toml")],
+             "--bootstrap-file", str(Path(tmp) / "none.toml"), "--pow-difficulty", "8"],
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
         try:

@@ -123,7 +123,8 @@ def run(rounds: int, tokens: int) -> dict[str, Any]:
             worker = subprocess.Popen(
                 [sys.executable, "-m", "llamanet", "node", "--home", str(base / "worker"),
                  "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--log-level", "warning",
-                 "--bootstrap-file", str(base / "none.toml"), "--no-warmup",
+                 "--bootstrap-file", str(base / "none.toml"), "--pow-difficulty", "8",
+                 "--no-warmup",
                  "--backend", f"openai:{server.url}"],
                 stderr=subprocess.DEVNULL,
             )  # fmt: skip

@@ -59,7 +59,8 @@ def start_daemon(base: Path, name: str) -> tuple[subprocess.Popen[bytes], str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "llamanet", "node", "--home", str(base / name),
          "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--log-level", "warning",
-         "--bootstrap-file", str(base / "none.toml"), "--skills", "text.echo"],
+         "--bootstrap-file", str(base / "none.toml"), "--pow-difficulty", "8",
+         "--skills", "text.echo"],
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
     return proc, wait_for_api(base / name)["addrs"][0]

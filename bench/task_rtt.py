@@ -215,7 +215,7 @@ def run(tasks: int) -> dict[str, Any]:
         worker = subprocess.Popen(
             [sys.executable, "-m", "llamanet", "node", "--home", str(base / "worker"),
              "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--log-level", "warning",
-             "--bootstrap-file", str(base / "none.toml")],
+             "--bootstrap-file", str(base / "none.toml"), "--pow-difficulty", "8"],
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
         try:

@@ -43,8 +43,9 @@ class Daemons:
     def start(self, name: str, *flags: str) -> Path:
         home = self.base / name
         home.mkdir(parents=True, exist_ok=True)
-        # The walkthrough checks which peer serves a task: no random exploration.
-        (home / "config.toml").write_text("explore = 0.0\n")
+        # The walkthrough checks which peer serves a task: no random exploration;
+        # a test swarm's identities cost nothing.
+        (home / "config.toml").write_text("explore = 0.0\npow_difficulty = 8\n")
         log = open(self.base / f"{name}.log", "w")  # noqa: SIM115 - closed in stop_all
         self.procs[name] = subprocess.Popen(
             [*CLI, "node", "--home", str(home), *flags],

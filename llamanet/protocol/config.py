@@ -13,7 +13,11 @@ from llamanet.protocol.codec import DEFAULT_MAX_FRAME_SIZE
 MAX_RECORD_SIZE: Final = 8 * 1024
 MAX_RECORD_LIFETIME: Final = 24 * 3600.0
 DEFAULT_CLOCK_SKEW: Final = 120.0
-DEFAULT_POW_DIFFICULTY: Final = 8
+DEFAULT_POW_DIFFICULTY: Final = 20
+"""About a second of one core per new identity with CPython's sha256 (mean 0.8 s,
+~1.3 M hashes/s on this project's machines; ``python -m bench.identity_cost``
+measures it).  Test and benchmark swarms set :data:`TEST_POW_DIFFICULTY`."""
+TEST_POW_DIFFICULTY: Final = 8
 MAX_POW_DIFFICULTY: Final = 40
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from llamanet.node.config import NodeConfig
+from llamanet.protocol.config import TEST_POW_DIFFICULTY
 
 __all__ = ["loopback_config"]
 
@@ -25,6 +26,9 @@ def loopback_config(home: Path, **overrides: Any) -> NodeConfig:
         "backends": ("builtin",),
         # Tests and benchmarks expect the best-ranked peer, never a random one.
         "explore": 0.0,
+        # A swarm of test nodes: identities cost nothing (bench.identity_cost
+        # measures the real default).
+        "pow_difficulty": TEST_POW_DIFFICULTY,
         "bootstrap_file": home.parent / f"{home.name}-no-bootstrap.toml",
     }
     fields.update(overrides)

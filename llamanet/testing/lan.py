@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Final
 
 from llamanet.adapters.mdns import GUARD_ENV
+from llamanet.protocol.config import TEST_POW_DIFFICULTY
 
 from .netns import VirtualLan
 
@@ -44,7 +45,8 @@ class LanNodes:
             i,
             [sys.executable, "-m", "llamanet", "node", "--home", str(self.base / f"n{i}"),
              "--listen", "/ip4/0.0.0.0/tcp/4101", "--log-level", "info",
-             "--bootstrap-file", str(self.base / "none.toml"), *self.extra_flags],
+             "--bootstrap-file", str(self.base / "none.toml"),
+             "--pow-difficulty", str(TEST_POW_DIFFICULTY), *self.extra_flags],
             stdout=log, cwd=ROOT, env=node_env(),
         )  # fmt: skip
         log.close()
