@@ -19,10 +19,11 @@ import platformdirs
 from llamanet.backends.selection import check_backend_spec
 from llamanet.discovery.liveness import DEFAULT_INTERVAL, DEFAULT_MAX_FAILURES, DEFAULT_TIMEOUT
 from llamanet.discovery.mdns_records import DEFAULT_SERVICE, normalize_service
-from llamanet.errors import ConfigError, LocalProtocolError
+from llamanet.errors import ConfigError, LlamanetError, LocalProtocolError
 from llamanet.protocol.capabilities import validate_capability, validate_swarm_name
 from llamanet.protocol.codec import DEFAULT_MAX_FRAME_SIZE
 from llamanet.protocol.config import DEFAULT_POW_DIFFICULTY, MAX_POW_DIFFICULTY
+from llamanet.protocol.peer_ids import peer_id_from_text
 
 from .agents import AgentSpec, parse_agents
 from .worker import (
@@ -95,6 +96,8 @@ class NodeConfig:
     """Open inbound task streams one peer may hold; more are reset at once."""
     stream_idle_timeout: float = 60.0
     """Inbound task streams with no task for this long are closed."""
+    allow_peers: tuple[str, ...] = ()
+    """A private swarm: only these peer IDs may connect (empty: anyone)."""
     price: float = 0.0
     """Credits per 1k tokens this node asks (advertised, and bid in market mode)."""
     explore: float = 0.05
@@ -166,6 +169,11 @@ class NodeConfig:
         for name in positive:
             if not getattr(self, name) > 0:  # "not >" also refuses NaN
                 raise ConfigError(f"{name} must be positive")
+        for peer in self.allow_peers:
+            try:
+                peer_id_from_text(peer)
+            except LlamanetError as exc:
+                raise ConfigError(f"allow_peers: {peer!r} is not a peer ID") from exc
         if not self.price >= 0:
             raise ConfigError("price must be >= 0")
         if not 0 <= self.explore <= 1:

@@ -201,6 +201,13 @@ class Node:
             delegator=lambda request: Delegation(self, request),
         )
         self.conversations = Conversations(clock=clock)
+        self._allow: frozenset[bytes] | None = (
+            frozenset(peer_id_from_text(p) for p in config.allow_peers)
+            if config.allow_peers
+            else None
+        )
+        """A private swarm's members (``None``: open to anyone)."""
+        self.refused_peers: Counter[bytes] = Counter()
         self.reputation = ReputationStore(config.home / REPUTATION_FILE)
         """What this node has seen of each peer; kept across restarts."""
         self._rtt: defaultdict[bytes, deque[float]] = defaultdict(lambda: deque(maxlen=RTT_SAMPLES))
@@ -477,8 +484,24 @@ class Node:
         # connect to (the routing table itself checks they speak our DHT protocol).
         async with connections:
             async for peer in connections:
+                if not self.allowed(peer):
+                    await self._refuse(peer)
+                    continue
                 await trio.sleep(0.2)  # let identify record the peer's protocols first
                 await self.dht.add_peer(peer)
+
+    def allowed(self, peer: bytes) -> bool:
+        """Whether ``peer`` may talk to us: anyone, unless the swarm is private."""
+        return self._allow is None or peer in self._allow or peer == self.peer_id
+
+    async def _refuse(self, peer: bytes) -> None:
+        # py-libp2p 0.8.1 has no hook to refuse a peer during the handshake: the
+        # connection is closed as soon as it is reported, and every inbound stream
+        # handler checks again in case the peer was quicker.
+        self.refused_peers[peer] += 1
+        log.info("closing the connection of %s: not on the allow-list", ID(peer))
+        with contextlib.suppress(*NETWORK_ERRORS):
+            await self.host.get_network().close_peer(ID(peer))
 
     async def _publish_loop(self) -> None:
         # The only publisher: at half-life, or sooner when asked (drifting speed or
@@ -573,6 +596,10 @@ class Node:
 
     async def _on_task_stream(self, stream: INetStream) -> None:
         peer = peer_of(stream)
+        if not self.allowed(peer):
+            await Libp2pByteStream(stream).reset()
+            await self._refuse(peer)
+            return
         if self._inbound_streams[peer] >= self.config.max_streams_per_peer:
             log.info("too many task streams from %s; resetting", ID(peer))
             await Libp2pByteStream(stream).reset()
@@ -586,12 +613,15 @@ class Node:
                 del self._inbound_streams[peer]
 
     async def _on_caps_stream(self, stream: INetStream) -> None:
-        if self._record is None:
+        if self._record is None or not self.allowed(peer_of(stream)):
             await Libp2pByteStream(stream).reset()
             return
         await self.caps_server.serve(Libp2pByteStream(stream))
 
     async def _on_bid_stream(self, stream: INetStream) -> None:
+        if not self.allowed(peer_of(stream)):
+            await Libp2pByteStream(stream).reset()
+            return
         await self.market.server.serve(Libp2pByteStream(stream))
 
     async def tender(
@@ -691,7 +721,7 @@ class Node:
     def _known_providers(self, capability: str) -> list[SignedRecord]:
         """Held, unexpired records offering ``capability``, never our own."""
         found = self.registry.find(capability, now=self.clock())
-        return [r for r in found if r.peer != self.peer_id]
+        return [r for r in found if r.peer != self.peer_id and self.allowed(r.peer)]
 
     # -- LAN discovery and liveness ---------------------------------------------------------
 
