@@ -31,6 +31,7 @@ from .worker import (
     DEFAULT_MAX_DEPTH,
     DEFAULT_MAX_INPUT_BYTES,
     DEFAULT_MAX_TASKS_PER_PEER,
+    DEFAULT_TASK_RATE,
 )
 
 DEFAULT_LISTEN: Final = ("/ip4/0.0.0.0/tcp/4101",)
@@ -92,6 +93,8 @@ class NodeConfig:
     max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
     max_depth: int = DEFAULT_MAX_DEPTH
+    tasks_per_peer_per_s: float = DEFAULT_TASK_RATE
+    """Task offers one requester may make per second (burst: twice that)."""
     max_streams_per_peer: int = 64
     """Open inbound task streams one peer may hold; more are reset at once."""
     stream_idle_timeout: float = 60.0
@@ -154,6 +157,7 @@ class NodeConfig:
             "max_input_bytes",
             "max_frame_size",
             "max_streams_per_peer",
+            "tasks_per_peer_per_s",
             "refresh_interval",
             "stream_idle_timeout",
             "liveness_interval",

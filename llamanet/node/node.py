@@ -190,6 +190,7 @@ class Node:
                 max_tasks_per_peer=config.max_tasks_per_peer,
                 max_input_bytes=config.max_input_bytes,
                 max_depth=config.max_depth,
+                tasks_per_peer_per_s=config.tasks_per_peer_per_s,
             ),
             clock=clock,
             sessions=SessionLimits(

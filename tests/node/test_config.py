@@ -53,6 +53,7 @@ max_frame_size = 2000
 max_depth = 2
 max_streams_per_peer = 8
 stream_idle_timeout = 5.0
+tasks_per_peer_per_s = 20.0
 allow_peers = ["12D3KooWK99VoVxNE7XzyBwXEzW7xhK7Gpv85r9F3V3fyKSUKPH5"]
 price = 0.5
 explore = 0.1
@@ -164,6 +165,7 @@ def test_load_config_reads_every_key(tmp_path: Path, monkeypatch: pytest.MonkeyP
         max_depth=2,
         max_streams_per_peer=8,
         stream_idle_timeout=5.0,
+        tasks_per_peer_per_s=20.0,
         allow_peers=("12D3KooWK99VoVxNE7XzyBwXEzW7xhK7Gpv85r9F3V3fyKSUKPH5",),
         price=0.5,
         explore=0.1,
