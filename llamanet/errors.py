@@ -178,6 +178,13 @@ class FutureRecordError(RecordError):
     reason = "future"
 
 
+class CrowdedAddressError(RecordError):
+    """Raised when a new identity's record names an address that already has as many
+    identities in the registry as one address may (cheap sybils share hosts)."""
+
+    reason = "crowded_address"
+
+
 class StaleRecordError(RecordError):
     """Raised when a record's ``seq`` is not higher than one already held for that peer
     (a replay, or an old copy)."""

@@ -10,14 +10,22 @@ It is a plain data structure: callers pass ``now``.
 
 from __future__ import annotations
 
+import functools
+import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
-from llamanet.errors import StaleRecordError
+import multiaddr
+
+from llamanet.errors import CrowdedAddressError, StaleRecordError
 from llamanet.protocol.capabilities import capability_matches
 from llamanet.protocol.records import SignedRecord, check_newer
 
 DEFAULT_MAX_RECORDS: Final = 10_000
+DEFAULT_MAX_PER_ADDRESS: Final = 16
+"""Identities one IP address may have in the registry; loopback is exempt (a
+machine running a test swarm of its own)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,11 +36,42 @@ class RegistryEntry:
     """Where it came from: ``dht``, ``direct``, ``mdns``, ``self``."""
 
 
+def public_addresses(addrs: Iterable[bytes]) -> frozenset[str]:
+    """The IP addresses a record lists, loopback and unspecified ones left out."""
+    return _public_addresses(tuple(addrs))
+
+
+@functools.lru_cache(maxsize=2 * DEFAULT_MAX_RECORDS)
+def _public_addresses(addrs: tuple[bytes, ...]) -> frozenset[str]:
+    found: set[str] = set()
+    for raw in addrs:
+        try:
+            addr = multiaddr.Multiaddr(raw)
+        except Exception:
+            continue
+        for protocol in ("ip4", "ip6"):
+            try:
+                ip = ipaddress.ip_address(addr.value_for_protocol(protocol))
+            except Exception:
+                continue
+            if not (ip.is_loopback or ip.is_unspecified):
+                found.add(str(ip))
+    return frozenset(found)
+
+
 class Registry:
-    def __init__(self, *, max_records: int = DEFAULT_MAX_RECORDS) -> None:
+    def __init__(
+        self,
+        *,
+        max_records: int = DEFAULT_MAX_RECORDS,
+        max_per_address: int = DEFAULT_MAX_PER_ADDRESS,
+    ) -> None:
         if max_records <= 0:
             raise ValueError("max_records must be positive")
+        if max_per_address <= 0:
+            raise ValueError("max_per_address must be positive")
         self.max_records = max_records
+        self.max_per_address = max_per_address
         self._entries: dict[bytes, RegistryEntry] = {}
 
     def __len__(self) -> int:
@@ -51,6 +90,8 @@ class Registry:
         if held is not None and held.record.envelope == record.envelope:
             return False
         check_newer(record, held.record if held else None)
+        if record.peer not in self._entries:
+            self._check_address_share(record, now)
         if (
             held is None
             and record.peer not in self._entries
@@ -62,6 +103,20 @@ class Registry:
                 del self._entries[victim.record.peer]
         self._entries[record.peer] = RegistryEntry(record, now, source)
         return True
+
+    def _check_address_share(self, record: SignedRecord, now: float) -> None:
+        for address in public_addresses(record.record.addrs):
+            sharing = sum(
+                1
+                for entry in self._entries.values()
+                if entry.record.record.exp > now
+                and address in public_addresses(entry.record.record.addrs)
+            )
+            if sharing >= self.max_per_address:
+                raise CrowdedAddressError(
+                    f"{address} already has {sharing} identities here "
+                    f"(at most {self.max_per_address})"
+                )
 
     def check(self, record: SignedRecord, *, now: float) -> None:
         """Raise :class:`StaleRecordError` if :meth:`offer` would refuse ``record``."""

@@ -206,3 +206,27 @@ def test_remove() -> None:
 def test_max_records_must_be_positive(size: int) -> None:
     with pytest.raises(ValueError, match="max_records must be positive"):
         Registry(max_records=size)
+
+
+def _addr(ip: str) -> bytes:
+    import multiaddr
+
+    return bytes(multiaddr.Multiaddr(f"/ip4/{ip}/tcp/4101").to_bytes())
+
+
+def test_one_address_holds_a_bounded_number_of_identities() -> None:
+    from llamanet.errors import CrowdedAddressError
+
+    registry = Registry(max_per_address=3)
+    crowd = [Identity(bytes([0x30 + i]) * 32) for i in range(5)]
+    for identity in crowd[:3]:
+        registry.offer(signed(identity, addrs=(_addr("203.0.113.7"),)), now=NOW, source="dht")
+    with pytest.raises(CrowdedAddressError, match=r"203\.0\.113\.7 already has 3 identities"):
+        registry.offer(signed(crowd[3], addrs=(_addr("203.0.113.7"),)), now=NOW, source="dht")
+    # Another address, loopback, and a held peer's newer record are all fine.
+    registry.offer(signed(crowd[3], addrs=(_addr("203.0.113.8"),)), now=NOW, source="dht")
+    for identity in (ALICE, BOB, CAROL, DAVE):
+        registry.offer(signed(identity, addrs=(_addr("127.0.0.1"),)), now=NOW, source="dht")
+    newer = signed(crowd[0], now=NOW + 1, addrs=(_addr("203.0.113.7"),))
+    assert registry.offer(newer, now=NOW + 1, source="dht")
+    assert len(registry) == 8
