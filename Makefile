@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: node test lint typecheck pytest bench clean
+.PHONY: node test lint typecheck pytest bench fuzz clean
 
 # llama-cpp-python (a test dependency) compiles llama.cpp from its sdist, ~4 min on
 # 2 cores the first time; pip keeps the built wheel in its cache for later venvs.
@@ -48,6 +48,14 @@ pytest: $(STAMP) $(VOCAB)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# Every property test (decoders, validators, scoring) with many more examples;
+# FUZZ_EXAMPLES per test (default 20000).  Prints hypothesis's statistics.
+FUZZ_EXAMPLES ?= 20000
+FUZZ_TESTS := $(shell grep -rl "@given" tests --include="*.py" | sort)
+fuzz: $(STAMP) $(VOCAB)
+	HYPOTHESIS_PROFILE=fuzz LLAMANET_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q \
+		--hypothesis-show-statistics -k "not walkthrough" $(FUZZ_TESTS)
 
 bench: $(STAMP) $(VOCAB)
 	$(BIN)/python -m bench

@@ -14,7 +14,12 @@ os.environ["LLAMANET_MDNS_GUARD"] = "1"
 settings.register_profile(
     "ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
-settings.register_profile("fuzz", max_examples=20_000, deadline=None)
+settings.register_profile(
+    "fuzz",
+    max_examples=int(os.environ.get("LLAMANET_FUZZ_EXAMPLES", "20000")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 

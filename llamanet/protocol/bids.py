@@ -178,7 +178,8 @@ def decode_bid_message(body: bytes) -> BidMessage:
         obj = msgpack.unpackb(body, raw=False, strict_map_key=True)
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
         raise DecodeError(f"bid message is not msgpack: {exc}") from exc
-    if not isinstance(obj, dict) or obj.get("t") not in BID_MESSAGES:
+    tag = obj.get("t") if isinstance(obj, dict) else None
+    if not isinstance(tag, str) or tag not in BID_MESSAGES:
         raise DecodeError("unknown bid message")
     cls = BID_MESSAGES[obj.pop("t")]
     try:
