@@ -70,6 +70,12 @@ from llamanet.errors import (
     TransportError,
     VerificationError,
 )
+from llamanet.orchestrator.attestation import (
+    CANARY_SEED,
+    CANARY_TOKENS,
+    SpotCheck,
+    canary_prompt,
+)
 from llamanet.orchestrator.delegation import Delegation
 from llamanet.orchestrator.market import TenderReport
 from llamanet.orchestrator.selection import PeerObservations, rank_candidates
@@ -79,6 +85,7 @@ from llamanet.orchestrator.verification import (
     answer_key,
     diverse,
     network_of,
+    normalized_text,
     quorum,
 )
 from llamanet.protocol.capabilities import validate_capability
@@ -1150,6 +1157,52 @@ class Node:
         winner = answers[peer_id_from_text(agree[0])]
         proofs = [(p, answers[peer_id_from_text(p)].receipt) for p in agree]
         return replace(winner, verified_by=proofs)
+
+    async def spot_check(self, digest: str, *, round_number: int = 0) -> SpotCheck:
+        """Send the same seeded canary prompt to every peer claiming model
+        ``digest``; flag (and mark down) those whose answer is not the majority's.
+        See :mod:`llamanet.orchestrator.attestation` for what this can show."""
+        self._check_running()
+        now = self.clock()
+        claimants = [
+            entry.record
+            for entry in self.registry.entries(now=now)
+            if entry.record.peer != self.peer_id
+            and self.allowed(entry.record.peer)
+            and "llm.generate" in entry.record.record.caps
+            and any(m.digest == digest for m in entry.record.record.models)
+        ]
+        check = SpotCheck(digest=digest, prompt=canary_prompt(digest, round_number))
+        params = {"max_tokens": CANARY_TOKENS, "seed": CANARY_SEED, "temperature": 0}
+
+        async def ask_one(peer: bytes) -> None:
+            try:
+                answer = await self.ask(
+                    "llm.generate",
+                    {"prompt": check.prompt},
+                    params=params,
+                    model={"digest": digest},
+                    peer=peer_id_to_text(peer),
+                    timeout=60,
+                )
+            except (TaskError, TransportError, RemoteProtocolError) as exc:
+                log.info("spot check: %s did not answer: %s", ID(peer), exc)
+                return
+            check.answers[peer_id_to_text(peer)] = normalized_text(answer.output)
+
+        async with trio.open_nursery() as nursery:
+            for record in claimants:
+                nursery.start_soon(ask_one, record.peer)
+        outcome = quorum([Vote(p, a) for p, a in check.answers.items()])
+        if outcome is None:
+            return check  # too few answers, or no majority: nothing to conclude
+        check.majority, check.agreeing, check.flagged = outcome
+        for text in check.flagged:
+            log.warning("spot check: %s does not answer like model %s", text, digest)
+            self.reputation.record(
+                peer_id_from_text(text), "llm.generate", Outcome.DISAGREED, self.clock()
+            )
+        return check
 
     async def _answer_keys(
         self, capability: str, input: Any, answers: Mapping[bytes, Answer], compare: str
