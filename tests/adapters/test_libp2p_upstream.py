@@ -45,7 +45,7 @@ from llamanet.adapters.libp2p_host import (
     connection_config,
 )
 from llamanet.errors import PeerUnreachableError
-from llamanet.protocol.config import RecordPolicy
+from llamanet.protocol.config import TEST_POW_DIFFICULTY, RecordPolicy
 from llamanet.protocol.records import dht_key_for
 from llamanet.trust.keys import Identity
 
@@ -116,7 +116,7 @@ def test_auto_connector_has_no_off_switch_so_we_disable_it() -> None:
 @asynccontextmanager
 async def stock_dhts(count: int) -> AsyncIterator[list[KadDHT]]:
     """Stock KadDHTs (our protocol rebinding applies, nothing else of ours)."""
-    validator = CapsValidator(RecordPolicy())
+    validator = CapsValidator(RecordPolicy(pow_difficulty=TEST_POW_DIFFICULTY))
     async with AsyncExitStack() as stack:
         dhts = []
         for _ in range(count):
@@ -226,7 +226,11 @@ async def test_add_provider_rate_limit_and_our_pacing(tmp_path: Path) -> None:
     # ...so 11 announcements all arrive (this takes ~13 s of real time).
     async with stock_dhts(2) as (receiver, sender):
         await sender.add_peer(receiver.host.get_id())
-        ours = LlamanetDHT(sender.host, CapsValidator(RecordPolicy()), swarm="pace")
+        ours = LlamanetDHT(
+            sender.host,
+            CapsValidator(RecordPolicy(pow_difficulty=TEST_POW_DIFFICULTY)),
+            swarm="pace",
+        )
         ours.kad = sender
         names = [f"c{i}" for i in range(11)]
         await ours.provide(names)
