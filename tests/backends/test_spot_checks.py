@@ -8,6 +8,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
+import trio
 
 from llamanet.backends.base import Chunk, Completion, TaskRequest
 from llamanet.backends.gguf_model import GgufBackend
@@ -75,6 +76,10 @@ async def test_a_peer_faking_a_model_digest_is_flagged(tiny_gguf: Path, tmp_path
                 bootstrap=tuple(n.addrs()[0] for n in (first, *others, impostor)),
             )
         )
+        for _ in range(100):  # 10 s: announcements are paced
+            if len(await checker.find("llm.generate")) == 4:
+                break
+            await trio.sleep(0.1)
         assert len(await checker.find("llm.generate")) == 4
 
         check = await checker.spot_check(model.digest, round_number=7)
