@@ -58,3 +58,19 @@ async def eventually(
                 return
             await trio.sleep(step)
         raise AssertionError("condition never held")
+
+
+async def providers_of(node: Node, capability: str, count: int, *, timeout: float = 10.0) -> None:
+    """Wait until ``node`` finds ``count`` verified providers of ``capability``
+    (announcements are paced, so the last may take a moment); fail after ``timeout``."""
+    found = 0
+    for _ in range(int(timeout / 0.1)):
+        found = len(await node.find(capability))
+        if found >= count:
+            assert found == count, f"found {found} providers of {capability}, expected {count}"
+            return
+        await trio.sleep(0.1)
+    raise AssertionError(
+        f"found {found} providers of {capability}, expected {count} "
+        f"(records refused: {dict(node.rejected_records)}; held: {len(node.registry)})"
+    )

@@ -8,7 +8,6 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
-import trio
 
 from llamanet.backends.base import Chunk, Completion, TaskRequest
 from llamanet.backends.gguf_model import GgufBackend
@@ -17,7 +16,7 @@ from llamanet.orchestrator.attestation import canary_prompt
 from llamanet.protocol.records import ModelInfo
 from llamanet.trust.reputation import NEUTRAL
 
-from ..nodes import start_node
+from ..nodes import providers_of, start_node
 
 pytestmark = pytest.mark.llm
 
@@ -76,11 +75,10 @@ async def test_a_peer_faking_a_model_digest_is_flagged(tiny_gguf: Path, tmp_path
                 bootstrap=tuple(n.addrs()[0] for n in (first, *others, impostor)),
             )
         )
-        for _ in range(100):  # 10 s: announcements are paced
-            if len(await checker.find("llm.generate")) == 4:
-                break
-            await trio.sleep(0.1)
-        assert len(await checker.find("llm.generate")) == 4
+        # The check asks the claimants it holds records of: fetch them directly.
+        for node in (first, *others, impostor):
+            await checker.fetch_record(node.peer_id)
+        await providers_of(checker, "llm.generate", 4)
 
         check = await checker.spot_check(model.digest, round_number=7)
         assert check.flagged == [impostor.peer_id_text]

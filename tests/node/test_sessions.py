@@ -27,7 +27,7 @@ from llamanet.node.sessions import (
 from llamanet.protocol.codec import pack_value
 from llamanet.protocol.messages import TaskOffer
 
-from ..nodes import start_node
+from ..nodes import providers_of, start_node
 from ..ollama_double import REPLY, running_ollama_double
 
 REPLY_TEXT = "".join(REPLY)
@@ -275,7 +275,7 @@ async def test_a_session_fails_over_with_its_whole_context(tmp_path: Path) -> No
             start_node(tmp_path / "a2", backends=[second_backend], warmup=False) as a2,
             start_node(tmp_path / "b", bootstrap=(a1.addrs()[0], a2.addrs()[0])) as b,
         ):
-            assert len(await b.find("llm.chat")) == 2
+            await providers_of(b, "llm.chat", 2)
             await b.ask("llm.chat", {"messages": [user("one")]}, session="s")
             holder = a1 if b.conversations.get("s").peer == a1.peer_id else a2
             other = a2 if holder is a1 else a1

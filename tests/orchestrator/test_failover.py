@@ -13,7 +13,7 @@ import trio
 from llamanet.node.node import Node
 
 from ..doubles import DelayedAnswerDouble, SlowSkillDouble
-from ..nodes import eventually, start_node
+from ..nodes import eventually, providers_of, start_node
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,7 +31,7 @@ async def test_a_worker_that_never_answers_gives_way_to_the_next(tmp_path: Path)
         start_node(tmp_path / "b", backends=[quick]) as b,
         start_node(tmp_path / "r", bootstrap=(a.addrs()[0], b.addrs()[0])) as requester,
     ):
-        assert len(await requester.find("test.delay")) == 2
+        await providers_of(requester, "test.delay", 2)
         prefer(requester, a, b)
         started = trio.current_time()
         answer = await requester.ask("test.delay", None, timeout=4.0)
@@ -52,7 +52,7 @@ async def test_an_overloaded_worker_gives_way_to_the_next(tmp_path: Path) -> Non
         start_node(tmp_path / "r", bootstrap=(a.addrs()[0], b.addrs()[0])) as requester,
         trio.open_nursery() as nursery,
     ):
-        assert len(await requester.find("test.slow")) == 2
+        await providers_of(requester, "test.slow", 2)
         prefer(requester, a, b)
 
         async def occupy() -> None:
@@ -82,7 +82,7 @@ async def test_a_worker_killed_mid_task_gives_way_to_the_next(tmp_path: Path) ->
             start_node(tmp_path / "b", backends=[survivor_backend]) as b,
             start_node(tmp_path / "r", bootstrap=(addr, b.addrs()[0])) as requester,
         ):
-            assert len(await requester.find("test.slow")) == 2
+            await providers_of(requester, "test.slow", 2)
             requester._rtt[b.peer_id].extend([500.0] * 5)  # the doomed worker looks best
             chunks: list[object] = []
 
@@ -120,7 +120,7 @@ async def test_a_hedged_request_goes_to_a_second_peer_and_the_loser_is_cancelled
         start_node(tmp_path / "b", backends=[fast]) as b,
         start_node(tmp_path / "r", bootstrap=(a.addrs()[0], b.addrs()[0])) as requester,
     ):
-        assert len(await requester.find("test.delay")) == 2
+        await providers_of(requester, "test.delay", 2)
         prefer(requester, a, b)
         started = trio.current_time()
         answer = await requester.ask("test.delay", None, hedge=0.3, timeout=10.0, stream=True)
@@ -162,7 +162,7 @@ async def test_failures_cost_reputation_which_steers_later_tasks(tmp_path: Path)
         ) as good,
         start_node(tmp_path / "r", bootstrap=(bad.addrs()[0], good.addrs()[0])) as requester,
     ):
-        assert len(await requester.find("test.crash")) == 2
+        await providers_of(requester, "test.crash", 2)
         # The bad peer looks a little faster, so it is tried first at the start.
         requester._rtt[bad.peer_id].extend([4.0] * 9)
         requester._rtt[good.peer_id].extend([5.0] * 9)

@@ -25,7 +25,7 @@ from llamanet.protocol.bids import (
 )
 from llamanet.trust.keys import Identity
 
-from ..nodes import start_node
+from ..nodes import providers_of, start_node
 
 ALICE, BOB, CAROL = (Identity(bytes([i]) * 32) for i in (1, 2, 3))
 CFP = CallForProposals(
@@ -75,7 +75,7 @@ async def test_a_round_with_a_late_and_a_forged_bid(tmp_path: Path) -> None:
             tmp_path / "r", bootstrap=tuple(n.addrs()[0] for n in (good, late, forger))
         ) as requester,
     ):
-        assert len(await requester.find("text.echo")) == 3
+        await providers_of(requester, "text.echo", 3)
 
         async def slow_bid(cfp: CallForProposals, requester_id: bytes) -> BidMessage:
             await trio.sleep(1.5)  # past the bid window
@@ -147,7 +147,7 @@ async def test_a_workflow_step_awarded_by_bids(tmp_path: Path) -> None:
         start_node(tmp_path / "cheap", price=0.5, bootstrap=(dear.addrs()[0],)) as cheap,
         start_node(tmp_path / "r", bootstrap=(dear.addrs()[0], cheap.addrs()[0])) as requester,
     ):
-        assert len(await requester.find("math.eval")) == 2
+        await providers_of(requester, "math.eval", 2)
         result = await run_workflow(requester, flow, "6*7")
         assert result.output == 42
         assert result.steps["cheap"].peers == [cheap.peer_id_text]

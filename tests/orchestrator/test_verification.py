@@ -21,7 +21,7 @@ from llamanet.orchestrator.verification import (
 from llamanet.protocol.records import ModelInfo
 from llamanet.trust.reputation import NEUTRAL
 
-from ..nodes import start_node
+from ..nodes import providers_of, start_node
 
 
 class LyingMath:
@@ -77,7 +77,7 @@ async def test_one_liar_of_three_is_outvoted_and_loses_reputation(tmp_path: Path
             tmp_path / "r", bootstrap=tuple(n.addrs()[0] for n in (honest1, honest2, liar))
         ) as requester,
     ):  # fmt: skip
-        assert len(await requester.find("math.eval")) == 3
+        await providers_of(requester, "math.eval", 3)
         answer = await requester.ask("math.eval", "6*7", verify=3)
         assert answer.output == 42
         assert sorted(p for p, _ in answer.verified_by) == sorted(
@@ -100,6 +100,6 @@ async def test_no_majority_is_a_typed_error(tmp_path: Path) -> None:
         start_node(tmp_path / "b", backends=[LyingMath(2)], bootstrap=(a.addrs()[0],)) as b,
         start_node(tmp_path / "r", bootstrap=(a.addrs()[0], b.addrs()[0])) as requester,
     ):
-        assert len(await requester.find("math.eval")) == 2
+        await providers_of(requester, "math.eval", 2)
         with pytest.raises(VerificationError, match="no answer had a majority"):
             await requester.ask("math.eval", "1+1", verify=2)

@@ -13,7 +13,7 @@ from llamanet.orchestrator.runner import StepEvent, WorkflowFailed, run_workflow
 from llamanet.orchestrator.workflow import WorkflowError, parse_workflow
 
 from ..doubles import DelayedAnswerDouble
-from ..nodes import start_node
+from ..nodes import providers_of, start_node
 from .test_workflow import FOUR_STEPS
 
 BRANCH_SECONDS = 1.0
@@ -87,7 +87,7 @@ async def test_verification_asks_distinct_peers_and_a_failure_stops_the_run(
         start_node(tmp_path / "b", bootstrap=(a.addrs()[0],)) as b,
         start_node(tmp_path / "r", bootstrap=(a.addrs()[0], b.addrs()[0])) as requester,
     ):
-        assert len(await requester.find("math.eval")) == 2
+        await providers_of(requester, "math.eval", 2)
         result = await run_workflow(requester, verified, "6*7")
         assert result.output == 42
         assert sorted(result.steps["sum"].peers) == sorted([a.peer_id_text, b.peer_id_text])
