@@ -199,26 +199,20 @@ def cmd_ask(args: argparse.Namespace) -> int:
     if args.verify > 1:
         body.update(verify=args.verify, compare=args.compare)
     if args.market:
-        body.update(market=args.market, max_price=args.price_cap)
-        with ApiClient(args.home, timeout=args.timeout + 10) as api:
-            answer = api.post("/v1/ask", body)
-        if args.json:
-            _print_json(answer)
-        else:
-            _print_output(answer["output"])
-            _by(answer)
-            market = answer["market"]
-            print(f"— awarded by {market['rule']} at {market['price']} credits/1k tokens "
-                  f"among {market['bids']} bids", file=sys.stderr)  # fmt: skip
-        return 0
+        # Awarded by bids: answered whole, never streamed.
+        body.update(market=args.market, max_price=args.price_cap, stream=False)
     with ApiClient(args.home, timeout=args.timeout + 10) as api:
-        if not args.stream:
+        if not body["stream"]:
             answer = api.post("/v1/ask", body)
             if args.json:
                 _print_json(answer)
             else:
                 _print_output(answer["output"])
                 _by(answer)
+                if "market" in answer:
+                    market = answer["market"]
+                    print(f"— awarded by {market['rule']} at {market['price']} credits/1k "
+                          f"tokens among {market['bids']} bids", file=sys.stderr)  # fmt: skip
             return 0
         for event in api.stream("/v1/ask", body):
             if args.json:

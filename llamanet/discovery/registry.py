@@ -43,20 +43,24 @@ def public_addresses(addrs: Iterable[bytes]) -> frozenset[str]:
 
 @functools.lru_cache(maxsize=2 * DEFAULT_MAX_RECORDS)
 def _public_addresses(addrs: tuple[bytes, ...]) -> frozenset[str]:
-    found: set[str] = set()
-    for raw in addrs:
+    found = (address_ip(raw) for raw in addrs)
+    return frozenset(
+        str(ip) for ip in found if ip is not None and not (ip.is_loopback or ip.is_unspecified)
+    )
+
+
+def address_ip(raw: bytes) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP address in a binary multiaddr, if it has one."""
+    try:
+        addr = multiaddr.Multiaddr(raw)
+    except Exception:
+        return None
+    for protocol in ("ip4", "ip6"):
         try:
-            addr = multiaddr.Multiaddr(raw)
+            return ipaddress.ip_address(addr.value_for_protocol(protocol))
         except Exception:
             continue
-        for protocol in ("ip4", "ip6"):
-            try:
-                ip = ipaddress.ip_address(addr.value_for_protocol(protocol))
-            except Exception:
-                continue
-            if not (ip.is_loopback or ip.is_unspecified):
-                found.add(str(ip))
-    return frozenset(found)
+    return None
 
 
 class Registry:

@@ -93,7 +93,13 @@ from llamanet.protocol.config import RecordPolicy, SessionConfig
 from llamanet.protocol.messages import Message, Receipt, TaskChunk, TaskOffer, TaskResult
 from llamanet.protocol.peer_ids import peer_id_from_text, peer_id_to_text
 from llamanet.protocol.pow import check_pow, solve_pow
-from llamanet.protocol.records import CapabilityRecord, SignedRecord, open_record, seal_record
+from llamanet.protocol.records import (
+    CapabilityRecord,
+    ModelInfo,
+    SignedRecord,
+    open_record,
+    seal_record,
+)
 from llamanet.trust.keys import Identity, load_or_create_identity
 from llamanet.trust.reputation import Outcome, ReputationStore
 
@@ -530,22 +536,13 @@ class Node:
         self._republish.set()
 
     def _published_figures(self) -> dict[str, float]:
-        figures: dict[str, float] = {}
-        if self._record is not None:
-            record = self._record.record
-            figures.update(record.perf)
-            figures["load"] = record.load
-            for model in record.models:
-                figures[f"{model.name}.ttft_ms"] = model.ttft_ms
-                figures[f"{model.name}.tokens_per_s"] = model.tokens_per_s
-        return {k: v for k, v in figures.items() if v or k == "load"}
+        if self._record is None:
+            return {}
+        record = self._record.record
+        return _figures(record.perf, record.load, record.models)
 
     def _current_figures(self) -> dict[str, float]:
-        figures: dict[str, float] = {**self.worker.perf(), "load": self.worker.load}
-        for model in self.worker.models():
-            figures[f"{model.name}.ttft_ms"] = model.ttft_ms
-            figures[f"{model.name}.tokens_per_s"] = model.tokens_per_s
-        return {k: v for k, v in figures.items() if v or k == "load"}
+        return _figures(self.worker.perf(), self.worker.load, self.worker.models())
 
     async def _perf_loop(self) -> None:
         """Republish when measured speed or load drift from the published record,
@@ -1374,6 +1371,17 @@ class Node:
             row["connected"] = peer in connected
             row["in_routing_table"] = peer in in_table
         return sorted(rows.values(), key=lambda r: (not r["connected"], r["peer_id"]))
+
+
+def _figures(
+    perf: Mapping[str, float], load: float, models: Iterable[ModelInfo]
+) -> dict[str, float]:
+    """The figures whose drift triggers a republish (unmeasured ones left out)."""
+    figures: dict[str, float] = {**perf, "load": load}
+    for model in models:
+        figures[f"{model.name}.ttft_ms"] = model.ttft_ms
+        figures[f"{model.name}.tokens_per_s"] = model.tokens_per_s
+    return {k: v for k, v in figures.items() if v or k == "load"}
 
 
 @asynccontextmanager

@@ -13,7 +13,6 @@ sees every step start, finish or fail, for live progress.
 from __future__ import annotations
 
 import contextlib
-import json
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ import trio
 from llamanet.errors import LlamanetError
 
 from .market import AwardRule
+from .verification import answer_key
 from .workflow import Step, Workflow, WorkflowError, render
 
 if TYPE_CHECKING:
@@ -230,10 +230,10 @@ async def _aggregate(
             return "\n\n".join(outputs)
         return list(outputs)
     if step.aggregate == "majority":
-        votes = Counter(_canonical(o) for o in outputs)
+        votes = Counter(_exact(o) for o in outputs)
         best = max(votes.values())
         # Ties go to the earliest input.
-        return next(o for o in outputs if votes[_canonical(o)] == best)
+        return next(o for o in outputs if votes[_exact(o)] == best)
     assert step.aggregate == "best" and step.score is not None
     scores = []
     for output in outputs:
@@ -256,5 +256,5 @@ def _score(value: Any, step: Step) -> float:
     return float(value)
 
 
-def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=repr)
+def _exact(value: Any) -> str:
+    return answer_key(value, "exact")

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-import multiaddr
+from llamanet.discovery.registry import address_ip
 
 MODES: Final = ("exact", "text")
 _SPACE = re.compile(r"\s+")
@@ -60,29 +60,15 @@ def network_of(addrs: Iterable[bytes]) -> str:
     routable address, else of its first address at all."""
     networks: list[str] = []
     for raw in addrs:
-        host = _host(raw)
-        if not host:
+        ip = address_ip(raw)
+        if ip is None:
             continue
-        ip = ipaddress.ip_address(host)
         prefix = 24 if ip.version == 4 else 48
         network = str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
         if ip.is_global:
             return network
         networks.append(network)
     return networks[0] if networks else "?"
-
-
-def _host(raw: bytes) -> str | None:
-    try:
-        addr = multiaddr.Multiaddr(raw)
-    except Exception:
-        return None
-    for protocol in ("ip4", "ip6"):
-        try:
-            return str(addr.value_for_protocol(protocol))
-        except Exception:
-            continue
-    return None
 
 
 def diverse(peers: Sequence[bytes], network: dict[bytes, str], k: int) -> list[bytes]:

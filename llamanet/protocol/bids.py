@@ -23,26 +23,13 @@ from typing import Any, ClassVar, Final
 from llamanet.errors import DecodeError, LocalProtocolError
 from llamanet.protocol.capabilities import is_valid_capability
 from llamanet.protocol.codec import check_plain_value, pack_value
+from llamanet.protocol.messages import _check_task_id, _is_int, _is_number, _require
 from llamanet.protocol.peer_ids import is_valid_peer_id, public_key_from_peer_id, verify_signature
 
 BID_PROTOCOL: Final = "/llamanet/bid/1.0.0"
 BID_DOMAIN: Final = b"llamanet/bid/v1"
 AWARD_DOMAIN: Final = b"llamanet/award/v1"
-CFP_ID_LENGTH: Final = 16
 MAX_SUMMARY: Final = 1024
-
-
-def _require(cond: bool, msg: str) -> None:
-    if not cond:
-        raise LocalProtocolError(msg)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 class BidMessage:
@@ -67,7 +54,7 @@ class CallForProposals(BidMessage):
     """Unix ms: when the task must be done."""
 
     def __post_init__(self) -> None:
-        _require(isinstance(self.id, bytes) and len(self.id) == CFP_ID_LENGTH, "bad cfp id")
+        _check_task_id(self.id)
         _require(isinstance(self.cap, str) and is_valid_capability(self.cap), "bad capability")
         _require(isinstance(self.summary, str) and len(self.summary) <= MAX_SUMMARY,
                  f"summary must be at most {MAX_SUMMARY} characters")  # fmt: skip
@@ -91,7 +78,7 @@ class Bid(BidMessage):
     sig: bytes = b""
 
     def __post_init__(self) -> None:
-        _require(isinstance(self.cfp, bytes) and len(self.cfp) == CFP_ID_LENGTH, "bad cfp id")
+        _check_task_id(self.cfp, "cfp")
         _require(is_valid_peer_id(self.bidder), "bidder must be an Ed25519 peer ID")
         _require(isinstance(self.cap, str) and is_valid_capability(self.cap), "bad capability")
         _require(_is_number(self.price) and self.price >= 0, "price must be >= 0")
@@ -120,7 +107,7 @@ class Decline(BidMessage):
     reason: str = ""
 
     def __post_init__(self) -> None:
-        _require(isinstance(self.cfp, bytes) and len(self.cfp) == CFP_ID_LENGTH, "bad cfp id")
+        _check_task_id(self.cfp, "cfp")
         _require(isinstance(self.reason, str) and len(self.reason) <= MAX_SUMMARY, "bad reason")
 
 
@@ -158,7 +145,7 @@ class AwardAccepted(BidMessage):
     cfp: bytes
 
     def __post_init__(self) -> None:
-        _require(isinstance(self.cfp, bytes) and len(self.cfp) == CFP_ID_LENGTH, "bad cfp id")
+        _check_task_id(self.cfp, "cfp")
 
 
 BID_MESSAGES: Final[dict[str, type[BidMessage]]] = {
