@@ -66,9 +66,18 @@ async def _opened(backend: _ServerBackend, spec: str) -> _ServerBackend:
     try:
         await backend.open()
     except (BackendError, ConfigError) as exc:
-        await backend.aclose()
+        await _closed(backend)
         raise ConfigError(f"--backend {spec}: {exc}") from exc
+    except BaseException:
+        await _closed(backend)
+        raise
     return backend
+
+
+async def _closed(backend: _ServerBackend) -> None:
+    # Shielded: a start-up cancelled mid-probe must still close the client's sockets.
+    with trio.CancelScope(shield=True):
+        await backend.aclose()
 
 
 async def _probe(backend: _ServerBackend) -> _ServerBackend | None:
@@ -80,7 +89,10 @@ async def _probe(backend: _ServerBackend) -> _ServerBackend | None:
             return backend
     except BackendError:
         pass
-    await backend.aclose()
+    except BaseException:
+        await _closed(backend)
+        raise
+    await _closed(backend)
     return None
 
 
@@ -148,9 +160,15 @@ async def _probe_local_servers(
         found[index] = await _probe(backend)
 
     # Both at once: a closed port answers at once, a busy server gets PROBE_TIMEOUT.
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(probe, 0, OllamaBackend(ollama_url))
-        nursery.start_soon(probe, 1, OpenAIBackend(openai_url, digest_cache=cache))
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(probe, 0, OllamaBackend(ollama_url))
+            nursery.start_soon(probe, 1, OpenAIBackend(openai_url, digest_cache=cache))
+    except BaseException:
+        for backend in found:
+            if backend is not None:
+                await _closed(backend)
+        raise
     servers = [backend for backend in found if backend is not None]
     for backend in servers:
         log.info("found %r", backend)
