@@ -54,7 +54,7 @@ test: lint typecheck pytest
 FUZZ_EXAMPLES ?= 20000
 FUZZ_TESTS := $(shell grep -rl "@given" tests --include="*.py" | sort)
 fuzz: $(STAMP) $(VOCAB)
-	HYPOTHESIS_PROFILE=fuzz LLAMANET_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q \
+	HYPOTHESIS_PROFILE=fuzz LLAMANET_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q --timeout=0 \
 		--hypothesis-show-statistics -k "not walkthrough" $(FUZZ_TESTS)
 
 bench: $(STAMP) $(VOCAB)
