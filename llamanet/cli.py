@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,8 +23,11 @@ import trio
 from llamanet import __version__
 from llamanet.api.client import ApiClient
 from llamanet.backends.builtin import BUILTIN_SKILLS
-from llamanet.errors import LlamanetError
-from llamanet.node.config import LOG_LEVELS, NodeConfig, default_home, load_config
+from llamanet.errors import ConfigError, LlamanetError
+from llamanet.node.config import DEFAULT_SWARM, LOG_LEVELS, NodeConfig, default_home, load_config
+from llamanet.protocol.capabilities import validate_swarm_name
+from llamanet.protocol.membership import issue_certificate
+from llamanet.protocol.peer_ids import peer_id_from_text
 from llamanet.trust.keys import load_or_create_identity
 
 log = logging.getLogger("llamanet")
@@ -83,6 +87,41 @@ def cmd_id(args: argparse.Namespace) -> int:
         _print_json({"peer_id": identity.peer_id_text})
     else:
         print(identity.peer_id_text)
+    return 0
+
+
+def cmd_certify(args: argparse.Namespace) -> int:
+    admin = load_or_create_identity(args.home)
+    try:
+        member = peer_id_from_text(args.peer)
+    except LlamanetError as exc:
+        raise ConfigError(f"{args.peer!r} is not a peer ID") from exc
+    validate_swarm_name(args.swarm)
+    try:
+        cert = issue_certificate(
+            admin,
+            admin_peer=admin.peer_id,
+            swarm=args.swarm,
+            member=member,
+            now=time.time(),
+            lifetime=args.days * 86400,
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    args.out.write_bytes(cert.encode())
+    summary = {
+        "certificate": str(args.out),
+        "member": args.peer,
+        "swarm": args.swarm,
+        "expires": cert.exp,
+        "swarm_admin": admin.peer_id_text,
+    }
+    if args.json:
+        _print_json(summary)
+    else:
+        print(f"wrote {args.out} for {args.peer} (swarm {args.swarm!r}, {args.days:g} days)")
+        print("the member puts it in its home as membership.cert; every member's config.toml has")
+        print(f'  swarm = "{args.swarm}"\n  swarm_admin = "{admin.peer_id_text}"')
     return 0
 
 
@@ -428,6 +467,17 @@ def build_parser() -> argparse.ArgumentParser:
     ident = sub.add_parser("id", help="print this node's peer ID")
     _common(ident, top=False)
     ident.set_defaults(func=cmd_id)
+
+    certify = sub.add_parser(
+        "certify",
+        help="as a private swarm's admin (this home's identity), sign a member's certificate",
+    )
+    _common(certify, top=False)
+    certify.add_argument("peer", help="the member's peer ID (llamanet id, on the member)")
+    certify.add_argument("--swarm", default=DEFAULT_SWARM, help="the swarm's name")
+    certify.add_argument("--days", type=float, default=30.0, help="validity in days (default: 30)")
+    certify.add_argument("--out", type=Path, default=Path("membership.cert"), help="file to write")
+    certify.set_defaults(func=cmd_certify)
 
     status = sub.add_parser("status", help="show the daemon's status")
     _common(status, top=False)

@@ -205,6 +205,16 @@ class UntrustedIssuerError(RecordError):
     reason = "untrusted"
 
 
+class MembershipError(LlamanetError):
+    """A peer's membership certificate for a private swarm was refused.  ``reason``
+    is a short stable tag (``wrong_admin``, ``wrong_swarm``, ``wrong_member``,
+    ``bad_signature``, ``future``, ``expired``, ``missing``)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"membership certificate refused ({reason}): {message}")
+        self.reason = reason
+
+
 # --- local environment ----------------------------------------------------
 
 

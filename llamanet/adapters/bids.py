@@ -20,9 +20,9 @@ from llamanet.protocol.bids import (
     decode_bid_message,
     encode_bid_message,
 )
-from llamanet.protocol.codec import NEED_DATA, FrameDecoder, frame
+from llamanet.protocol.codec import frame
 
-from .stream import ByteStream
+from .stream import ByteStream, read_frame
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +34,7 @@ AwardHandler = Callable[[Award, bytes], Awaitable[BidMessage]]
 
 
 async def read_bid_message(stream: ByteStream) -> BidMessage:
-    decoder = FrameDecoder(FRAME_LIMIT)
-    while True:
-        body = decoder.next_frame()
-        if body is not NEED_DATA:
-            assert isinstance(body, bytes)
-            return decode_bid_message(body)
-        if decoder.at_eof:
-            raise DecodeError("the stream ended before a bid message")
-        decoder.receive_data(await stream.read())
+    return decode_bid_message(await read_frame(stream, FRAME_LIMIT, "a bid message"))
 
 
 async def exchange(stream: ByteStream, message: BidMessage) -> BidMessage:

@@ -19,6 +19,7 @@ from llamanet.protocol.codec import FrameDecoder, encode_frame
 from llamanet.protocol.config import MAX_RECORD_SIZE
 from llamanet.protocol.messages import ErrorMessage, RecordRequest, RecordResponse
 from llamanet.protocol.peer_ids import peer_id_to_text
+from llamanet.trust.limits import PeerBuckets
 
 from .stream import ByteStream, read_message, request
 
@@ -28,16 +29,25 @@ REQUEST_LIMIT: Final = 256
 """A ``caps_get`` frame is a few bytes; anything longer is refused unread."""
 RESPONSE_LIMIT: Final = MAX_RECORD_SIZE + 256
 DEFAULT_TIMEOUT: Final = 5.0
+DEFAULT_FETCH_RATE: Final = 2.0
 
 
 class CapsServer:
-    """Answers record requests with whatever ``current_record()`` returns."""
+    """Answers record requests with whatever ``current_record()`` returns, at most
+    ``rate`` a second per peer (ten in a burst); beyond that, ``overloaded``."""
 
     def __init__(
-        self, current_record: Callable[[], bytes], *, timeout: float = DEFAULT_TIMEOUT
+        self,
+        current_record: Callable[[], bytes],
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        rate: float = DEFAULT_FETCH_RATE,
     ) -> None:
         self._current_record = current_record
         self.timeout = timeout
+        self._buckets = PeerBuckets(rate, 10 * rate)
+        self.refused = 0
+        """Requests answered ``overloaded``."""
 
     async def serve(self, stream: ByteStream) -> None:
         peer = peer_id_to_text(stream.peer)
@@ -45,7 +55,13 @@ class CapsServer:
         with trio.move_on_after(self.timeout):
             try:
                 msg = await read_message(stream, FrameDecoder(REQUEST_LIMIT))
-                if isinstance(msg, RecordRequest):
+                wait = self._buckets.try_take(stream.peer, trio.current_time())
+                if wait:
+                    self.refused += 1
+                    await _answer_error(
+                        stream, "overloaded", f"too many record requests; retry in {wait:.1f} s"
+                    )
+                elif isinstance(msg, RecordRequest):
                     await stream.write(encode_frame(RecordResponse(record=self._current_record())))
                     ok = True
                 else:

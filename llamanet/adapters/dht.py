@@ -59,7 +59,7 @@ from llamanet.protocol.capabilities import (
 from llamanet.protocol.config import RecordPolicy
 from llamanet.protocol.peer_ids import peer_id_from_text
 from llamanet.protocol.records import DHT_KEY_PREFIX, SignedRecord, open_record
-from llamanet.trust.limits import TokenBucket
+from llamanet.trust.limits import PeerBuckets, TokenBucket
 
 from .libp2p_host import KAD_PROTOCOL, NETWORK_ERRORS
 
@@ -91,6 +91,12 @@ class DHTConfig:
     """Longest an inbound KAD stream may live; py-libp2p opens one per RPC."""
     replication: int = 20
     """How many of the closest peers receive a record (Kademlia's k)."""
+    streams_per_peer_per_s: float = 20.0
+    """Inbound KAD streams one peer may open per second (burst: five times that)."""
+    max_streams_per_peer: int = 8
+    """Inbound KAD streams one peer may hold open at once."""
+    max_peers_per_subnet: int = 3
+    """Routing-table entries sharing one public /24 or /48 (0: no cap)."""
 
 
 def lookup_target(key: bytes) -> bytes:
@@ -162,7 +168,19 @@ class LlamanetDHT:
             validator_changed=True,
             strict_validation=True,
         )
+        # Upstream caps peers per subnet in each bucket (2) but not across the
+        # table unless asked; go-libp2p's table-wide default is 3.  Private and
+        # loopback addresses are exempt upstream, so LANs and tests are unaffected.
+        self.kad.routing_table.max_peers_per_subnet_table = self.config.max_peers_per_subnet
         host.set_stream_handler(KAD_PROTOCOL, self._handle_kad_stream)
+        # py-libp2p's KadDHT bounds concurrent inbound streams only in total, so one
+        # peer could hold every slot: each peer gets its own rate and share.
+        self._stream_buckets = PeerBuckets(
+            self.config.streams_per_peer_per_s, 5 * self.config.streams_per_peer_per_s
+        )
+        self._open_streams: Counter[bytes] = Counter()
+        self.refused_streams = 0
+        """Inbound KAD streams reset because their peer was over its limits."""
         self._provide_bucket = TokenBucket(PROVIDE_BURST, PROVIDE_RATE)
         self._provide_lock = trio.Lock()
 
@@ -176,8 +194,25 @@ class LlamanetDHT:
             await trio.sleep_forever()
 
     async def _handle_kad_stream(self, stream: INetStream) -> None:
-        with trio.move_on_after(self.config.inbound_stream_timeout) as scope:
-            await self.kad.handle_stream(stream)
+        peer = stream.muxed_conn.peer_id.to_bytes()
+        if self._open_streams[
+            peer
+        ] >= self.config.max_streams_per_peer or self._stream_buckets.try_take(
+            peer, trio.current_time()
+        ):
+            self.refused_streams += 1
+            log.debug("reset a KAD stream from %s: over its limits", stream.muxed_conn.peer_id)
+            with contextlib.suppress(*NETWORK_ERRORS):
+                await stream.reset()
+            return
+        self._open_streams[peer] += 1
+        try:
+            with trio.move_on_after(self.config.inbound_stream_timeout) as scope:
+                await self.kad.handle_stream(stream)
+        finally:
+            self._open_streams[peer] -= 1
+            if self._open_streams[peer] <= 0:
+                del self._open_streams[peer]
         if scope.cancelled_caught:
             log.debug("reset a KAD stream from %s held past the limit", stream.muxed_conn.peer_id)
             with (

@@ -94,6 +94,19 @@ async def read_message(stream: ByteStream, decoder: FrameDecoder) -> Message | N
         decoder.receive_data(await stream.read())
 
 
+async def read_frame(stream: ByteStream, max_frame_size: int, what: str) -> bytes:
+    """The body of the one frame a one-shot protocol expects (bids, membership);
+    :class:`DecodeError` if the stream ends first, naming ``what`` was expected."""
+    decoder = FrameDecoder(max_frame_size)
+    while True:
+        body = decoder.next_frame()
+        if not isinstance(body, _NeedData):
+            return body
+        if decoder.at_eof:
+            raise DecodeError(f"the stream ended before {what}")
+        decoder.receive_data(await stream.read())
+
+
 async def request(stream: ByteStream, msg: Message, *, max_frame_size: int) -> Message:
     """Send ``msg`` and read exactly one reply."""
     await stream.write(encode_frame(msg))

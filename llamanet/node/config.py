@@ -97,10 +97,30 @@ class NodeConfig:
     """Task offers one requester may make per second (burst: twice that)."""
     max_streams_per_peer: int = 64
     """Open inbound task streams one peer may hold; more are reset at once."""
+    record_fetches_per_peer_per_s: float = 2.0
+    """Requests for our record one peer may make per second (burst: ten times
+    that); beyond it, ``overloaded``."""
+    dht_streams_per_peer_per_s: float = 20.0
+    """DHT streams (each one or more requests, puts included) one peer may open per
+    second (burst: five times that); beyond it they are reset unread."""
+    dht_streams_per_peer: int = 8
+    """DHT streams one peer may have open with us at once."""
+    dht_max_peers_per_subnet: int = 3
+    """Routing-table entries sharing one public /24 (IPv4) or /48 (IPv6); private
+    and loopback addresses are exempt.  0 turns the cap off."""
+    spot_check_interval: float = 1800.0
+    """Seconds between spot checks of a model digest that at least three peers
+    claim (a seeded canary prompt; see orchestrator/attestation.py); 0: never."""
     stream_idle_timeout: float = 60.0
     """Inbound task streams with no task for this long are closed."""
     allow_peers: tuple[str, ...] = ()
     """A private swarm: only these peer IDs may connect (empty: anyone)."""
+    swarm_admin: str = ""
+    """A private swarm run by an admin: the admin's peer ID.  Peers showing a
+    membership certificate it signed for this swarm get in (as do ``allow_peers``)."""
+    membership_certificate: Path | None = None
+    """This node's certificate (``llamanet certify`` writes one); defaults to
+    ``$home/membership.cert``."""
     price: float = 0.0
     """Credits per 1k tokens this node asks (advertised, and bid in market mode)."""
     explore: float = 0.05
@@ -127,8 +147,9 @@ class NodeConfig:
     def __post_init__(self) -> None:
         # Library users pass plain strings for paths; keep the dataclass frozen.
         object.__setattr__(self, "home", Path(self.home).expanduser())
-        if self.bootstrap_file is not None:
-            object.__setattr__(self, "bootstrap_file", Path(self.bootstrap_file).expanduser())
+        for name in ("bootstrap_file", "membership_certificate"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, Path(getattr(self, name)).expanduser())
         try:
             validate_swarm_name(self.swarm)
             for skill in self.skills or ():
@@ -158,6 +179,9 @@ class NodeConfig:
             "max_frame_size",
             "max_streams_per_peer",
             "tasks_per_peer_per_s",
+            "record_fetches_per_peer_per_s",
+            "dht_streams_per_peer_per_s",
+            "dht_streams_per_peer",
             "refresh_interval",
             "stream_idle_timeout",
             "liveness_interval",
@@ -178,8 +202,17 @@ class NodeConfig:
                 peer_id_from_text(peer)
             except LlamanetError as exc:
                 raise ConfigError(f"allow_peers: {peer!r} is not a peer ID") from exc
+        if self.swarm_admin:
+            try:
+                peer_id_from_text(self.swarm_admin)
+            except LlamanetError as exc:
+                raise ConfigError(f"swarm_admin: {self.swarm_admin!r} is not a peer ID") from exc
         if not self.price >= 0:
             raise ConfigError("price must be >= 0")
+        if self.dht_max_peers_per_subnet < 0:
+            raise ConfigError("dht_max_peers_per_subnet must be >= 0")
+        if not self.spot_check_interval >= 0:
+            raise ConfigError("spot_check_interval must be >= 0 (0: no spot checks)")
         if not 0 <= self.explore <= 1:
             raise ConfigError("explore must be between 0 and 1")
         if self.max_depth < 0:
@@ -194,6 +227,10 @@ class NodeConfig:
     @property
     def identity_path(self) -> Path:
         return self.home / "identity.key"
+
+    @property
+    def certificate_path(self) -> Path:
+        return self.membership_certificate or self.home / "membership.cert"
 
     @property
     def api_file(self) -> Path:

@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import os
+import random
 import statistics
 import time
 from collections import Counter, defaultdict, deque
@@ -33,7 +34,7 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
 from llamanet.adapters.caps import CapsServer, fetch_record_bytes
-from llamanet.adapters.dht import CapsValidator, LlamanetDHT
+from llamanet.adapters.dht import CapsValidator, DHTConfig, LlamanetDHT
 from llamanet.adapters.libp2p_host import (
     CAPS_PROTOCOL,
     NETWORK_ERRORS,
@@ -44,6 +45,12 @@ from llamanet.adapters.libp2p_host import (
     peer_of,
 )
 from llamanet.adapters.mdns import MdnsDiscovery, MdnsEvent, PeerGone
+from llamanet.adapters.membership import (
+    EXCHANGE_TIMEOUT,
+    MEMBER,
+    exchange_certificates,
+    serve_certificate_exchange,
+)
 from llamanet.adapters.stream import ByteStream
 from llamanet.adapters.task_client import EventCallback, StreamPool, TaskClient
 from llamanet.adapters.task_server import ServerLimits, TaskServer
@@ -57,7 +64,9 @@ from llamanet.discovery.mdns_records import MdnsPeer, new_peer_name
 from llamanet.discovery.registry import Registry
 from llamanet.errors import (
     ConfigError,
+    DecodeError,
     LocalProtocolError,
+    MembershipError,
     NoCandidatesError,
     NodeClosedError,
     PeerUnreachableError,
@@ -75,6 +84,7 @@ from llamanet.orchestrator.attestation import (
     CANARY_TOKENS,
     SpotCheck,
     canary_prompt,
+    next_digest_to_check,
 )
 from llamanet.orchestrator.delegation import Delegation
 from llamanet.orchestrator.market import TenderReport
@@ -90,6 +100,7 @@ from llamanet.orchestrator.verification import (
 )
 from llamanet.protocol.capabilities import validate_capability
 from llamanet.protocol.config import RecordPolicy, SessionConfig
+from llamanet.protocol.membership import check_certificate, decode_certificate
 from llamanet.protocol.messages import Message, Receipt, TaskChunk, TaskOffer, TaskResult
 from llamanet.protocol.peer_ids import peer_id_from_text, peer_id_to_text
 from llamanet.protocol.pow import check_pow, solve_pow
@@ -131,6 +142,7 @@ ATTEMPT_SHARE: Final = 0.5
 DEFAULT_HEDGE_DELAY: Final = 1.0
 HEDGE_MIN_SAMPLES: Final = 5
 RTT_SAMPLES: Final = 64
+SPOT_CHECKS_KEPT: Final = 32
 MODEL_REFRESH_TIMEOUT: Final = 30.0
 # Failures caused by the task itself: another peer would fail the same way.
 _NOT_RETRYABLE: Final = frozenset({"bad_request", "too_large", "cancelled", "depth_exceeded"})
@@ -222,6 +234,13 @@ class Node:
         )
         """A private swarm's members (``None``: open to anyone)."""
         self.refused_peers: Counter[bytes] = Counter()
+        self._admin = peer_id_from_text(config.swarm_admin) if config.swarm_admin else None
+        self._certificate = self._load_certificate()
+        self._members: dict[bytes, int] = {}
+        """Peers admitted by certificate, and when their certificate expires."""
+        self._admissions: dict[bytes, trio.Event] = {}
+        self.refused_certificates: Counter[str] = Counter()
+        """Membership certificates refused, by reason."""
         self.reputation = ReputationStore(config.home / REPUTATION_FILE)
         """What this node has seen of each peer; kept across restarts."""
         self._rtt: defaultdict[bytes, deque[float]] = defaultdict(lambda: deque(maxlen=RTT_SAMPLES))
@@ -234,7 +253,16 @@ class Node:
         except Exception as exc:  # multiaddr raises assorted types for bad text
             raise ConfigError(f"invalid listen address: {exc}") from exc
         self.host = build_host(self.identity, self._listen)
-        self.dht = LlamanetDHT(self.host, self.validator, swarm=config.swarm)
+        self.dht = LlamanetDHT(
+            self.host,
+            self.validator,
+            swarm=config.swarm,
+            config=DHTConfig(
+                streams_per_peer_per_s=config.dht_streams_per_peer_per_s,
+                max_streams_per_peer=config.dht_streams_per_peer,
+                max_peers_per_subnet=config.dht_max_peers_per_subnet,
+            ),
+        )
         session = SessionConfig(max_frame_size=config.max_frame_size)
         self.pool = StreamPool(self._open_task_stream, session_config=session)
         self.client = TaskClient(self.pool, clock=clock)
@@ -244,11 +272,15 @@ class Node:
             limits=ServerLimits(session=session, idle_timeout=config.stream_idle_timeout),
             clock=clock,
         )
-        self.caps_server = CapsServer(self._current_envelope)
+        self.caps_server = CapsServer(
+            self._current_envelope, rate=config.record_fetches_per_peer_per_s
+        )
         self.host.set_stream_handler(TASK_PROTOCOL, self._on_task_stream)
         self.host.set_stream_handler(CAPS_PROTOCOL, self._on_caps_stream)
         self.market = Market(self)
         self.host.set_stream_handler(BID, self._on_bid_stream)
+        if self._admin is not None:
+            self.host.set_stream_handler(MEMBER, self._on_member_stream)
         self._inbound_streams: Counter[bytes] = Counter()
         self._record: SignedRecord | None = None
         self._provided_caps: tuple[str, ...] = ()
@@ -278,6 +310,8 @@ class Node:
         self._published_at = -float("inf")
         self.drift_republishes = 0
         """Republishes caused by measured speed or load drifting from the record."""
+        self.spot_checks: deque[SpotCheck] = deque(maxlen=SPOT_CHECKS_KEPT)
+        """The latest scheduled spot checks, oldest first."""
 
     # -- identity and record ----------------------------------------------------
 
@@ -412,6 +446,8 @@ class Node:
                 nursery.start_soon(self._model_refresh_loop)
                 if self.config.warmup:
                     nursery.start_soon(self._warm_up)
+                if self.config.spot_check_interval > 0:
+                    nursery.start_soon(self._spot_check_loop)
                 if self.config.mdns:
                     await self._start_mdns(nursery)
                 task_status.started()
@@ -496,24 +532,113 @@ class Node:
     async def _add_connected_peers(self, connections: trio.MemoryReceiveChannel[bytes]) -> None:
         # py-libp2p only adds peers that sent *us* a DHT request; add everyone we
         # connect to (the routing table itself checks they speak our DHT protocol).
-        async with connections:
+        async with connections, trio.open_nursery() as nursery:
             async for peer in connections:
-                if not self.allowed(peer):
-                    await self._refuse(peer)
-                    continue
-                await trio.sleep(0.2)  # let identify record the peer's protocols first
-                await self.dht.add_peer(peer)
+                nursery.start_soon(self._on_connected, peer)
+
+    async def _on_connected(self, peer: bytes) -> None:
+        if not self.allowed(peer) and (self._admin is None or not await self._admit(peer)):
+            await self._refuse(peer)
+            return
+        await trio.sleep(0.2)  # let identify record the peer's protocols first
+        await self.dht.add_peer(peer)
+
+    @property
+    def private(self) -> bool:
+        return self._allow is not None or self._admin is not None
 
     def allowed(self, peer: bytes) -> bool:
-        """Whether ``peer`` may talk to us: anyone, unless the swarm is private."""
-        return self._allow is None or peer in self._allow or peer == self.peer_id
+        """Whether ``peer`` may talk to us: anyone, unless the swarm is private;
+        then those on the allow-list and those who showed a valid certificate."""
+        if not self.private or peer == self.peer_id:
+            return True
+        if self._allow is not None and peer in self._allow:
+            return True
+        return self._members.get(peer, 0) > self.clock()
+
+    async def _allowed_in_time(self, peer: bytes) -> bool:
+        # A member's first stream can arrive before the certificate exchange that
+        # its connection started has finished: wait for that, bounded.
+        if self.allowed(peer) or self._admin is None:
+            return self.allowed(peer)
+        event = self._admissions.setdefault(peer, trio.Event())
+        with trio.move_on_after(EXCHANGE_TIMEOUT):
+            await event.wait()
+        return self.allowed(peer)
+
+    def _load_certificate(self) -> bytes:
+        if self._admin is None:
+            return b""
+        path = self.config.certificate_path
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            log.warning(
+                "no membership certificate at %s: only allow-listed peers will talk to us "
+                "(ask the swarm admin to run: llamanet certify %s)",
+                path,
+                self.peer_id_text,
+            )
+            return b""
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+        try:
+            check_certificate(
+                decode_certificate(data),
+                admin=self._admin,
+                swarm=self.config.swarm,
+                peer=self.peer_id,
+                now=self.clock(),
+            )
+        except (DecodeError, MembershipError) as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+        return data
+
+    def _check_member(self, peer: bytes, data: bytes) -> bool:
+        assert self._admin is not None
+        try:
+            cert = decode_certificate(data)
+            check_certificate(
+                cert, admin=self._admin, swarm=self.config.swarm, peer=peer, now=self.clock()
+            )
+        except DecodeError:
+            self.refused_certificates["malformed" if data else "missing"] += 1
+            return False
+        except MembershipError as exc:
+            self.refused_certificates[exc.reason] += 1
+            log.info("refused the membership certificate of %s: %s", ID(peer), exc)
+            return False
+        self._members[peer] = cert.exp
+        self._admissions.setdefault(peer, trio.Event()).set()
+        return True
+
+    async def _admit(self, peer: bytes) -> bool:
+        """Exchange certificates with ``peer``; whether it may stay."""
+        with trio.move_on_after(EXCHANGE_TIMEOUT):
+            try:
+                stream = await open_stream(self.host, peer, MEMBER)
+                theirs = await exchange_certificates(stream, self._certificate)
+            except (*NETWORK_ERRORS, TransportError, RemoteProtocolError) as exc:
+                log.debug("no membership certificate from %s: %r", ID(peer), exc)
+                if not self.allowed(peer):
+                    self.refused_certificates["missing"] += 1
+            else:
+                self._check_member(peer, theirs)
+        # It may also have shown one on its own stream meanwhile.
+        return self.allowed(peer)
+
+    async def _on_member_stream(self, stream: INetStream) -> None:
+        await serve_certificate_exchange(
+            Libp2pByteStream(stream), self._certificate, self._check_member
+        )
 
     async def _refuse(self, peer: bytes) -> None:
         # py-libp2p 0.8.1 has no hook to refuse a peer during the handshake: the
         # connection is closed as soon as it is reported, and every inbound stream
         # handler checks again in case the peer was quicker.
+        self._admissions.pop(peer, None)
         self.refused_peers[peer] += 1
-        log.info("closing the connection of %s: not on the allow-list", ID(peer))
+        log.info("closing the connection of %s: not a member of this private swarm", ID(peer))
         with contextlib.suppress(*NETWORK_ERRORS):
             await self.host.get_network().close_peer(ID(peer))
 
@@ -601,7 +726,7 @@ class Node:
 
     async def _on_task_stream(self, stream: INetStream) -> None:
         peer = peer_of(stream)
-        if not self.allowed(peer):
+        if not await self._allowed_in_time(peer):
             await Libp2pByteStream(stream).reset()
             await self._refuse(peer)
             return
@@ -618,13 +743,13 @@ class Node:
                 del self._inbound_streams[peer]
 
     async def _on_caps_stream(self, stream: INetStream) -> None:
-        if self._record is None or not self.allowed(peer_of(stream)):
+        if self._record is None or not await self._allowed_in_time(peer_of(stream)):
             await Libp2pByteStream(stream).reset()
             return
         await self.caps_server.serve(Libp2pByteStream(stream))
 
     async def _on_bid_stream(self, stream: INetStream) -> None:
-        if not self.allowed(peer_of(stream)):
+        if not await self._allowed_in_time(peer_of(stream)):
             await Libp2pByteStream(stream).reset()
             return
         await self.market.server.serve(Libp2pByteStream(stream))
@@ -1160,15 +1285,7 @@ class Node:
         ``digest``; flag (and mark down) those whose answer is not the majority's.
         See :mod:`llamanet.orchestrator.attestation` for what this can show."""
         self._check_running()
-        now = self.clock()
-        claimants = [
-            entry.record
-            for entry in self.registry.entries(now=now)
-            if entry.record.peer != self.peer_id
-            and self.allowed(entry.record.peer)
-            and "llm.generate" in entry.record.record.caps
-            and any(m.digest == digest for m in entry.record.record.models)
-        ]
+        claimants = sorted({peer for peer, claimed in self._model_claims() if claimed == digest})
         check = SpotCheck(digest=digest, prompt=canary_prompt(digest, round_number))
         params = {"max_tokens": CANARY_TOKENS, "seed": CANARY_SEED, "temperature": 0}
 
@@ -1188,8 +1305,8 @@ class Node:
             check.answers[peer_id_to_text(peer)] = normalized_text(answer.output)
 
         async with trio.open_nursery() as nursery:
-            for record in claimants:
-                nursery.start_soon(ask_one, record.peer)
+            for peer in claimants:
+                nursery.start_soon(ask_one, peer)
         outcome = quorum([Vote(p, a) for p, a in check.answers.items()])
         if outcome is None:
             return check  # too few answers, or no majority: nothing to conclude
@@ -1200,6 +1317,40 @@ class Node:
                 peer_id_from_text(text), "llm.generate", Outcome.DISAGREED, self.clock()
             )
         return check
+
+    def _model_claims(self) -> list[tuple[bytes, str]]:
+        return [
+            (entry.record.peer, model.digest)
+            for entry in self.registry.entries(now=self.clock())
+            if entry.record.peer != self.peer_id
+            and self.allowed(entry.record.peer)
+            and "llm.generate" in entry.record.record.caps
+            for model in entry.record.record.models
+            if model.digest
+        ]
+
+    async def _spot_check_loop(self) -> None:
+        # One digest per interval, the one checked longest ago, so the cost stays
+        # one short generation per claimant per interval however many models there
+        # are; jittered so that a swarm's checkers do not fire together.
+        last_checked: dict[str, float] = {}
+        round_number = 0
+        while True:
+            interval = self.config.spot_check_interval
+            await trio.sleep(interval * random.uniform(0.75, 1.25))
+            digest = next_digest_to_check(self._model_claims(), last_checked)
+            if digest is None:
+                continue
+            last_checked[digest] = trio.current_time()
+            round_number += 1
+            check = await self.spot_check(digest, round_number=round_number)
+            self.spot_checks.append(check)
+            log.info(
+                "spot check of %s: %d answers, %d flagged",
+                digest,
+                len(check.answers),
+                len(check.flagged),
+            )
 
     async def _answer_keys(
         self, capability: str, input: Any, answers: Mapping[bytes, Answer], compare: str

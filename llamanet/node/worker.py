@@ -13,7 +13,7 @@ import logging
 import os
 import statistics
 import time
-from collections import Counter, OrderedDict, deque
+from collections import Counter, deque
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, replace
@@ -29,7 +29,7 @@ from llamanet.protocol.codec import pack_value
 from llamanet.protocol.messages import TaskOffer, TaskRejected
 from llamanet.protocol.peer_ids import peer_id_to_text
 from llamanet.protocol.records import ModelInfo, model_meets
-from llamanet.trust.limits import TokenBucket
+from llamanet.trust.limits import PeerBuckets
 
 from .perf import ModelSpeed, SpeedBook
 from .sessions import FOLLOW_UP, SessionLimits, SessionStore, chat_messages
@@ -41,7 +41,6 @@ DEFAULT_MAX_TASKS_PER_PEER: Final = 8
 DEFAULT_MAX_INPUT_BYTES: Final = 1024 * 1024
 DEFAULT_MAX_DEPTH: Final = 4
 DEFAULT_TASK_RATE: Final = 200.0
-MAX_TRACKED_PEERS: Final = 4096
 DURATION_SAMPLES: Final = 256
 
 
@@ -123,8 +122,9 @@ class Worker:
         self.delegator = delegator
         """Makes a running task's ``delegate`` (the node's; none for a bare worker)."""
         self.running: dict[bytes, TaskRequest] = {}
-        self._buckets: OrderedDict[bytes, TokenBucket] = OrderedDict()
         """Tasks admitted and not finished, by id: their parents and sub-tasks."""
+        rate = self.limits.tasks_per_peer_per_s
+        self._buckets = PeerBuckets(rate, 2 * rate)
         self.speeds = SpeedBook()
         self.in_flight = 0
         self._per_peer: Counter[bytes] = Counter()
@@ -264,16 +264,12 @@ class Worker:
     ) -> _Admission | TaskRejected:
         """Run ``offer`` (returning its slot) or say why not.  ``size_hint`` is an
         upper bound of the encoded input's size (the task frame's), if known."""
-        rate = self.limits.tasks_per_peer_per_s
-        bucket = self._buckets.pop(peer, None) or TokenBucket(capacity=2 * rate, rate=rate)
-        self._buckets[peer] = bucket  # most recent last; the oldest are forgotten
-        while len(self._buckets) > MAX_TRACKED_PEERS:
-            self._buckets.popitem(last=False)
-        now = self._clock()
-        if not bucket.try_take(now):
-            wait_ms = max(1, int(bucket.wait_time(now) * 1000))
+        wait = self._buckets.try_take(peer, self._clock())
+        if wait:
             return self._reject(
-                "overloaded", f"over {rate:g} tasks/s from one requester", retry_after_ms=wait_ms
+                "overloaded",
+                f"over {self._buckets.rate:g} tasks/s from one requester",
+                retry_after_ms=max(1, int(wait * 1000)),
             )
         offered = self._capabilities
         capability = best_match(offer.cap, offered)

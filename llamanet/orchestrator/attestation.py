@@ -17,11 +17,14 @@ why a flag costs reputation rather than a ban).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
 CANARY_TOKENS: Final = 16
 CANARY_SEED: Final = 1234
+MIN_CLAIMANTS: Final = 3
+"""Fewer claimants than this cannot outvote a liar: such digests are not checked."""
 _TOPICS: Final = (
     "the history of the printing press",
     "how bridges carry load",
@@ -48,3 +51,18 @@ class SpotCheck:
     majority: str | None = None
     flagged: list[str] = field(default_factory=list)
     agreeing: list[str] = field(default_factory=list)
+
+
+def next_digest_to_check(
+    claims: Iterable[tuple[bytes, str]], last_checked: Mapping[str, float]
+) -> str | None:
+    """The digest a scheduled spot check should look at: among those claimed by at
+    least :data:`MIN_CLAIMANTS` distinct peers (``claims`` holds (peer, digest)
+    pairs), the one checked longest ago (never checked first; ties by name)."""
+    claimants: dict[str, set[bytes]] = {}
+    for peer, digest in claims:
+        claimants.setdefault(digest, set()).add(peer)
+    eligible = [d for d, peers in claimants.items() if len(peers) >= MIN_CLAIMANTS]
+    if not eligible:
+        return None
+    return min(eligible, key=lambda d: (last_checked.get(d, -float("inf")), d))

@@ -26,6 +26,8 @@ def loopback_config(home: Path, **overrides: Any) -> NodeConfig:
         "backends": ("builtin",),
         # Tests and benchmarks expect the best-ranked peer, never a random one.
         "explore": 0.0,
+        # Spot checks cost generations: a test that wants them asks for them.
+        "spot_check_interval": 0.0,
         # A swarm of test nodes: identities cost nothing (bench.identity_cost
         # measures the real default).
         "pow_difficulty": TEST_POW_DIFFICULTY,

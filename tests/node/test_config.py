@@ -55,6 +55,13 @@ max_streams_per_peer = 8
 stream_idle_timeout = 5.0
 tasks_per_peer_per_s = 20.0
 allow_peers = ["12D3KooWK99VoVxNE7XzyBwXEzW7xhK7Gpv85r9F3V3fyKSUKPH5"]
+swarm_admin = "12D3KooWK99VoVxNE7XzyBwXEzW7xhK7Gpv85r9F3V3fyKSUKPH5"
+membership_certificate = "~/lab.cert"
+record_fetches_per_peer_per_s = 1.5
+dht_streams_per_peer_per_s = 10.0
+dht_streams_per_peer = 4
+dht_max_peers_per_subnet = 2
+spot_check_interval = 600.0
 price = 0.5
 explore = 0.1
 model_refresh_interval = 30.0
@@ -167,6 +174,13 @@ def test_load_config_reads_every_key(tmp_path: Path, monkeypatch: pytest.MonkeyP
         stream_idle_timeout=5.0,
         tasks_per_peer_per_s=20.0,
         allow_peers=("12D3KooWK99VoVxNE7XzyBwXEzW7xhK7Gpv85r9F3V3fyKSUKPH5",),
+        swarm_admin="12D3KooWK99VoVxNE7XzyBwXEzW7xhK7Gpv85r9F3V3fyKSUKPH5",
+        membership_certificate=tmp_path / "lab.cert",
+        record_fetches_per_peer_per_s=1.5,
+        dht_streams_per_peer_per_s=10.0,
+        dht_streams_per_peer=4,
+        dht_max_peers_per_subnet=2,
+        spot_check_interval=600.0,
         price=0.5,
         explore=0.1,
         model_refresh_interval=30.0,
@@ -245,6 +259,11 @@ def test_home_cannot_be_set_from_the_file(tmp_path: Path) -> None:
         ("refresh_interval = 0.0", "refresh_interval must be positive"),
         ("stream_idle_timeout = nan", "stream_idle_timeout must be positive"),
         ("max_depth = -1", "max_depth must be >= 0"),
+        ("dht_streams_per_peer = 0", "dht_streams_per_peer must be positive"),
+        ("record_fetches_per_peer_per_s = 0.0", "record_fetches_per_peer_per_s must be positive"),
+        ("dht_max_peers_per_subnet = -1", "dht_max_peers_per_subnet must be >= 0"),
+        ("spot_check_interval = -5.0", "spot_check_interval must be >= 0"),
+        ('swarm_admin = "boss"', "swarm_admin: 'boss' is not a peer ID"),
         (
             "max_input_bytes = 2048\nmax_frame_size = 1024",
             "max_input_bytes cannot exceed max_frame_size",
