@@ -156,3 +156,21 @@ class PlannerDouble:
     async def execute(self, request: TaskRequest) -> AsyncGenerator[Chunk | Completion, None]:
         self.prompts.append(request.input)
         yield Completion(output=self.answers.pop(0) if self.answers else "no idea")
+
+
+class LyingMathDouble:
+    """TEST DOUBLE: serves ``math.eval`` and always answers ``answer``."""
+
+    name = "lying-math"
+
+    def __init__(self, answer: object) -> None:
+        self.answer = answer
+
+    def capabilities(self) -> Sequence[str]:
+        return ("math.eval",)
+
+    def models(self) -> Sequence[ModelInfo]:
+        return ()
+
+    async def execute(self, request: TaskRequest) -> AsyncGenerator[Chunk | Completion, None]:
+        yield Completion(output=self.answer)

@@ -53,7 +53,7 @@ from llamanet.adapters.membership import (
 )
 from llamanet.adapters.stream import ByteStream
 from llamanet.adapters.task_client import EventCallback, StreamPool, TaskClient
-from llamanet.adapters.task_server import ServerLimits, TaskServer
+from llamanet.adapters.task_server import DEFAULT_FIRST_FRAME_TIMEOUT, ServerLimits, TaskServer
 from llamanet.backends.base import Backend
 from llamanet.backends.builtin import BuiltinBackend
 from llamanet.backends.model_files import DigestCache
@@ -269,7 +269,12 @@ class Node:
         self.task_server = TaskServer(
             self.worker,
             self.identity,
-            limits=ServerLimits(session=session, idle_timeout=config.stream_idle_timeout),
+            limits=ServerLimits(
+                session=session,
+                idle_timeout=config.stream_idle_timeout,
+                # A new stream gets no longer than an idle one to send its task.
+                first_frame_timeout=min(DEFAULT_FIRST_FRAME_TIMEOUT, config.stream_idle_timeout),
+            ),
             clock=clock,
         )
         self.caps_server = CapsServer(

@@ -49,8 +49,8 @@ from llamanet.protocol.config import TEST_POW_DIFFICULTY, RecordPolicy
 from llamanet.protocol.records import dht_key_for
 from llamanet.trust.keys import Identity
 
-from ..node.test_swarm import envelope_for
 from ..nodes import start_node, start_swarm
+from ..records import envelope_for
 
 LOOPBACK = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
 
