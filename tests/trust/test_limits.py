@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llamanet.trust.limits import TokenBucket
+from llamanet.trust.limits import PeerBuckets, TokenBucket
 
 
 def test_a_new_bucket_is_full() -> None:
@@ -78,3 +78,26 @@ def test_an_explicit_starting_level() -> None:
 def test_capacity_and_rate_must_be_positive(capacity: float, rate: float) -> None:
     with pytest.raises(ValueError, match="capacity and rate must be positive"):
         TokenBucket(capacity=capacity, rate=rate)
+
+
+def test_peer_buckets_are_per_peer() -> None:
+    buckets = PeerBuckets(rate=1, burst=2)
+    assert [buckets.try_take(b"a", 0.0) for _ in range(3)] == [0.0, 0.0, 1.0]
+    assert buckets.try_take(b"b", 0.0) == 0.0  # b is not held to a's rate
+    assert buckets.try_take(b"a", 1.0) == 0.0  # a's refill
+
+
+def test_peer_buckets_forget_the_least_recently_seen() -> None:
+    buckets = PeerBuckets(rate=1, burst=1, max_peers=2)
+    for peer in (b"a", b"b", b"c"):
+        buckets.try_take(peer, 0.0)
+    assert len(buckets) == 2
+    assert buckets.try_take(b"a", 0.0) == 0.0  # forgotten: a full bucket again
+    assert buckets.try_take(b"c", 0.0) > 0  # remembered: still empty
+
+
+def test_peer_buckets_refuse_nonsense() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        PeerBuckets(rate=0, burst=1)
+    with pytest.raises(ValueError, match="max_peers"):
+        PeerBuckets(rate=1, burst=1, max_peers=0)
