@@ -38,8 +38,8 @@ node: $(STAMP)
 	$(BIN)/llamanet node $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check llamanet tests bench
-	$(BIN)/ruff format --check llamanet tests bench
+	$(BIN)/ruff check llamanet tests bench simnet
+	$(BIN)/ruff format --check llamanet tests bench simnet
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

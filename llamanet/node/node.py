@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import multiaddr
 import trio
-from libp2p.abc import INetConn, INetStream, INetwork, INotifee
+from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
 from libp2p.host.ping import ID as PING_PROTOCOL
 from libp2p.host.ping import perform_ping_roundtrip
 from libp2p.peer.id import ID
@@ -142,6 +142,9 @@ ATTEMPT_SHARE: Final = 0.5
 DEFAULT_HEDGE_DELAY: Final = 1.0
 HEDGE_MIN_SAMPLES: Final = 5
 RTT_SAMPLES: Final = 64
+HostBuilder = Callable[[Identity, Sequence[multiaddr.Multiaddr]], IHost]
+"""Makes the node's libp2p host (TCP + Noise + Yamux; simnet's fast mode swaps in
+an in-memory transport)."""
 SPOT_CHECKS_KEPT: Final = 32
 MODEL_REFRESH_TIMEOUT: Final = 30.0
 # Failures caused by the task itself: another peer would fail the same way.
@@ -203,6 +206,7 @@ class Node:
         *,
         backends: Sequence[Backend] | None = None,
         clock: Callable[[], float] = time.time,
+        host_builder: HostBuilder = build_host,
     ) -> None:
         self.config = config
         self.clock = clock
@@ -252,7 +256,7 @@ class Node:
             self._listen = [multiaddr.Multiaddr(a) for a in config.listen]
         except Exception as exc:  # multiaddr raises assorted types for bad text
             raise ConfigError(f"invalid listen address: {exc}") from exc
-        self.host = build_host(self.identity, self._listen)
+        self.host = host_builder(self.identity, self._listen)
         self.dht = LlamanetDHT(
             self.host,
             self.validator,
@@ -1546,6 +1550,7 @@ async def open_node(
     *,
     backends: Sequence[Backend] | None = None,
     clock: Callable[[], float] = time.time,
+    host_builder: HostBuilder = build_host,
 ) -> AsyncIterator[Node]:
     """Start a node and yield it once it is listening, bootstrapped and signed."""
     opened = backends is None
@@ -1556,7 +1561,7 @@ async def open_node(
         if config.agents:
             backends = [AgentBackend(config.agents, backends), *backends]
     try:
-        node = Node(config, backends=backends, clock=clock)
+        node = Node(config, backends=backends, clock=clock, host_builder=host_builder)
         async with trio.open_nursery() as nursery:
             await nursery.start(node.run)
             try:

@@ -1,0 +1,397 @@
+"""Run a share of a scenario's nodes in this trio run: real ``llamanet`` nodes
+with simulated agents, their churn, and (in the share that holds the requesters)
+the workload and the measurements.  The same code runs in every mode; only the
+host underneath (TCP on loopback or in a namespace, or the in-memory transport)
+and the clock (wall or virtual) differ.
+
+Events go to ``emit`` as plain dicts: ``{"type": "task", ...}`` and so on, in
+the shapes of :mod:`simnet.events`, with times relative to the workload's start.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import resource
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import multiaddr
+import trio
+
+from llamanet.adapters.libp2p_host import build_host
+from llamanet.api.server import serve_api
+from llamanet.errors import LlamanetError
+from llamanet.node.config import NodeConfig
+from llamanet.node.node import Node, open_node
+from llamanet.protocol.config import TEST_POW_DIFFICULTY
+from llamanet.protocol.peer_ids import peer_id_from_text
+from llamanet.trust.keys import Identity
+
+from .agents import SimulatedAgent, is_correct, make_question
+from .events import ChurnEvent, DiscoveryEvent, LookupEvent, ReputationSample, TaskEvent
+from .scenario import (
+    COMPARED,
+    Placement,
+    Scenario,
+    capabilities_for,
+    churn_schedule,
+    node_seed,
+    placements,
+)
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[dict[str, Any]], None]
+HostBuilder = Callable[[Identity, Sequence[multiaddr.Multiaddr]], Any]
+
+DISCOVERY_POLL = 0.5
+SAMPLE_INTERVAL = 2.0
+LOOKUP_INTERVAL = 1.0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Share:
+    """What one process (or, in fast mode, the one trio run) is responsible for."""
+
+    indices: tuple[int, ...]
+    listen: Mapping[int, str]
+    """Node index -> listen multiaddr (without ``/p2p``)."""
+    bootstrap: tuple[str, ...]
+    """Full multiaddrs (with ``/p2p/<id>``) every node bootstraps from."""
+    base: Path
+    mdns: bool = False
+    api: bool = False
+    """Serve each node's local API (``llamanet --home <node home> ...`` works)."""
+    workload: bool = True
+    """Run the scenario's workload in the requesters' share (``up`` does not)."""
+
+
+def peer_text(seed: int, index: int) -> str:
+    return Identity(node_seed(seed, index)).peer_id_text
+
+
+def _write_identity(home: Path, seed: bytes) -> None:
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = home / "identity.key"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(Identity(seed).marshal())
+
+
+def node_config(scenario: Scenario, share: Share, place: Placement) -> NodeConfig:
+    home = share.base / f"n{place.index}"
+    own = peer_text(scenario.seed, place.index)
+    _write_identity(home, node_seed(scenario.seed, place.index))
+    price = scenario.profiles[place.group.profile].price if place.group else 0.0
+    return NodeConfig(
+        home=home,
+        listen=(share.listen[place.index],),
+        bootstrap=tuple(b for b in share.bootstrap if not b.endswith(own)),
+        bootstrap_file=share.base / "no-bootstrap.toml",
+        mdns=share.mdns,
+        backends=("builtin",),
+        skills=(),
+        pow_difficulty=TEST_POW_DIFFICULTY,
+        explore=0.0,
+        warmup=False,
+        spot_check_interval=0.0,
+        price=price,
+        # Short, so a node that came up before its bootstrap peer soon retries.
+        refresh_interval=5.0,
+        log_level="warning",
+    )
+
+
+@dataclass
+class _Live:
+    nodes: dict[int, Node] = field(default_factory=dict)
+    stops: dict[int, trio.CancelScope] = field(default_factory=dict)
+
+
+async def run_share(
+    scenario: Scenario,
+    share: Share,
+    emit: Emit,
+    *,
+    t0: float,
+    host_builder: HostBuilder | None = None,
+) -> None:
+    """Run this share's nodes until the workload ends (the requesters' share) or
+    until cancelled.  ``t0`` is when the workload starts, on ``trio.current_time()``'s
+    clock (nodes start before it, discovery converges, then work arrives)."""
+    places = {p.index: p for p in placements(scenario)}
+    live = _Live()
+    groups = {p.index: p.group for p in places.values()}
+    liars = {
+        peer_text(scenario.seed, i) for i, g in groups.items() if g and g.behaviour != "honest"
+    }
+
+    async def node_life(index: int, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        place = places[index]
+        config = node_config(scenario, share, place)
+        backends = []
+        if place.group is not None:
+            profile = scenario.profiles[place.group.profile]
+            backends = [
+                SimulatedAgent(seed=scenario.seed, index=index, group=place.group, profile=profile)
+            ]
+        with trio.CancelScope() as scope:
+            live.stops[index] = scope
+            async with (
+                open_node(
+                    config, backends=backends or None, host_builder=host_builder or build_host
+                ) as node,
+                trio.open_nursery() as services,
+            ):
+                if share.api:
+                    await services.start(serve_api, node)
+                live.nodes[index] = node
+                task_status.started()
+                try:
+                    await trio.sleep_forever()
+                finally:
+                    live.nodes.pop(index, None)
+                    services.cancel_scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        # The bootstrap node (the first group node) first: the others dial it.
+        bootstrap_index = scenario.requesters
+        for index in sorted(share.indices, key=lambda i: (i != bootstrap_index, i)):
+            await nursery.start(node_life, index)
+        emit({"type": "ready", "indices": list(share.indices)})
+        for index in share.indices:
+            if index in live.nodes:
+                nursery.start_soon(_discovery_probe, scenario, live.nodes[index], index, emit, t0)
+        nursery.start_soon(_churn, scenario, share, live, nursery, node_life, emit, t0)
+        if 0 in share.indices and share.workload:
+            requesters = [live.nodes[p.index] for p in places.values() if p.group is None]
+            await _workload(scenario, requesters, groups, liars, emit, t0)
+            emit({"type": "rss", "mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+            emit({"type": "done"})
+            nursery.cancel_scope.cancel()
+
+
+def capabilities_wanted(scenario: Scenario) -> list[str]:
+    """Every capability the workload will ask for."""
+    wanted: set[str] = set()
+    for capability in scenario.workload.mix:
+        if capability == "sim.composite":
+            wanted |= set(capabilities_for(scenario.workload.strategy))
+        else:
+            wanted.add(capability)
+    return sorted(wanted)
+
+
+async def _discovery_probe(
+    scenario: Scenario, node: Node, index: int, emit: Emit, t0: float
+) -> None:
+    """Record when ``node`` can first find each capability the workload needs."""
+    for capability in capabilities_wanted(scenario):
+        while True:
+            try:
+                found = await node.find(capability)
+            except LlamanetError:
+                found = []
+            if found:
+                event = DiscoveryEvent(
+                    node=node.peer_id_text, capability=capability, at=trio.current_time() - t0
+                )
+                emit({"type": "discovery", **asdict(event)})
+                break
+            await trio.sleep(DISCOVERY_POLL)
+
+
+async def _churn(
+    scenario: Scenario,
+    share: Share,
+    live: _Live,
+    nursery: trio.Nursery,
+    node_life: Any,
+    emit: Emit,
+    t0: float,
+) -> None:
+    for step in churn_schedule(scenario):
+        if step.index not in share.indices:
+            continue
+        await trio.sleep_until(t0 + step.at)
+        if step.kind == "join":
+            nursery.start_soon(node_life, step.index)
+        else:
+            # Both cancel the node's life; a leave closes its connections first
+            # (open_node's goodbye), a crash does not get to.
+            node = live.nodes.get(step.index)
+            if node is not None and step.kind == "leave":
+                await node.aclose()
+            scope = live.stops.get(step.index)
+            if scope is not None:
+                scope.cancel()
+        event = ChurnEvent(at=step.at, node=peer_text(scenario.seed, step.index), kind=step.kind)
+        emit({"type": "churn", **asdict(event)})
+
+
+async def _workload(
+    scenario: Scenario,
+    requesters: Sequence[Node],
+    groups: Mapping[int, Any],
+    liars: set[str],
+    emit: Emit,
+    t0: float,
+) -> None:
+    await trio.sleep_until(t0)
+    w = scenario.workload
+    caps, weights = list(w.mix), [float(v) for v in w.mix.values()]
+    group_of = {peer_text(scenario.seed, i): g.name for i, g in groups.items() if g}
+    strategies = COMPARED if w.strategy == "compare" else (w.strategy,)
+    end = t0 + scenario.duration * len(strategies)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_samples, scenario, requesters, groups, liars, emit, t0, end)
+        for phase, strategy in enumerate(strategies):
+            # Each phase replays the same arrivals and questions.
+            rng = random.Random(f"workload:{scenario.seed}")
+            start = t0 + phase * scenario.duration
+            at, number = start, 0
+            while True:
+                at += rng.expovariate(w.rate_per_s)
+                if at >= start + scenario.duration:
+                    break
+                await trio.sleep_until(at)
+                capability = rng.choices(caps, weights=weights)[0]
+                requester = requesters[number % len(requesters)]
+                nursery.start_soon(
+                    _one_task, scenario, strategy, requester, number, capability, group_of, emit, t0
+                )
+                number += 1
+
+
+async def _one_task(
+    scenario: Scenario,
+    strategy: str,
+    requester: Node,
+    number: int,
+    capability: str,
+    group_of: Mapping[str, str],
+    emit: Emit,
+    t0: float,
+) -> None:
+    w = scenario.workload
+    question = make_question(scenario.seed, number, capability)
+    started = trio.current_time()
+    kind = strategy if capability == "sim.composite" else "task"
+    fields: dict[str, Any] = {"capability": capability, "verify": w.verify, "kind": kind}
+    try:
+        with trio.fail_after(w.timeout):
+            found_at = trio.current_time()
+            for needed in (
+                capabilities_for(strategy) if capability == "sim.composite" else [capability]
+            ):
+                await requester.find(needed)
+            discovery = trio.current_time() - found_at
+            output, peer, exec_s, cost = await _solve(requester, question, capability, strategy, w)
+        elapsed = trio.current_time() - started
+        fields |= {
+            "ok": True,
+            "correct": is_correct(question, output),
+            "peer": peer,
+            "group": group_of.get(peer or ""),
+            "cost": cost,
+            "phases": {
+                "discovery": discovery,
+                "execution": exec_s,
+                "transfer": max(0.0, elapsed - discovery - exec_s),
+            },
+        }
+    except (LlamanetError, trio.TooSlowError) as exc:
+        log.warning("task %d failed: %r", number, exc)
+        fields |= {"ok": False, "error": getattr(exc, "code", None) or type(exc).__name__}
+    event = TaskEvent(submitted=started - t0, finished=trio.current_time() - t0, **fields)
+    emit({"type": "task", **asdict(event)})
+
+
+async def _solve(
+    requester: Node, question: dict[str, Any], capability: str, strategy: str, w: Any
+) -> tuple[Any, str | None, float, float]:
+    """Ask the swarm; (output, who answered, agent seconds, credits)."""
+    if capability != "sim.composite" or strategy in ("direct", "monolith"):
+        answer = await requester.ask(capability, question, verify=w.verify, timeout=w.timeout)
+        return answer.output, answer.peer, _exec_s(answer.usage), _cost(requester, answer)
+    parts = question["parts"]
+    outputs: list[Any] = [None] * len(parts)
+    spent = [0.0, 0.0]
+    if strategy == "decompose":
+
+        async def part(i: int) -> None:
+            answer = await requester.ask(f"sim.{parts[i]['domain']}", parts[i], timeout=w.timeout)
+            outputs[i] = answer.output
+            spent[0] = max(spent[0], _exec_s(answer.usage))  # in parallel
+            spent[1] += _cost(requester, answer)
+
+        async with trio.open_nursery() as nursery:
+            for i in range(len(parts)):
+                nursery.start_soon(part, i)
+        return outputs, None, spent[0], spent[1]
+    # relay: each part in turn through one fixed peer serving sim.relay.
+    relay: str | None = None
+    for i, p in enumerate(parts):
+        answer = await requester.ask("sim.relay", p, peer=relay, timeout=w.timeout)
+        relay = relay or answer.peer
+        outputs[i] = answer.output
+        spent[0] += _exec_s(answer.usage)
+        spent[1] += _cost(requester, answer)
+    return outputs, relay, spent[0], spent[1]
+
+
+def _exec_s(usage: Mapping[str, float]) -> float:
+    return float(usage.get("exec_ms", 0.0)) / 1000
+
+
+def _cost(requester: Node, answer: Any) -> float:
+    tokens = sum(float(answer.usage.get(k, 0)) for k in ("prompt_tokens", "completion_tokens"))
+    return requester.price_of(answer.peer) * tokens / 1000
+
+
+async def _samples(
+    scenario: Scenario,
+    requesters: Sequence[Node],
+    groups: Mapping[int, Any],
+    liars: set[str],
+    emit: Emit,
+    t0: float,
+    end: float,
+) -> None:
+    """Reputation as the requesters see it, and timed DHT lookups, until ``end``."""
+    rng = random.Random(f"lookups:{scenario.seed}")
+    peers = [(peer_text(scenario.seed, i), g) for i, g in groups.items() if g]
+    next_sample = trio.current_time()
+    while trio.current_time() < end:
+        now = trio.current_time()
+        if now >= next_sample:
+            next_sample = now + SAMPLE_INTERVAL
+            for requester in requesters:
+                wall = requester.clock()
+                for text, group in peers:
+                    peer = peer_id_from_text(text)
+                    scores = [requester.reputation.score(peer, c, wall) for c in group.capabilities]
+                    sample = ReputationSample(
+                        at=now - t0,
+                        observer=requester.peer_id_text,
+                        peer=text,
+                        liar=text in liars,
+                        score=sum(scores) / len(scores),
+                    )
+                    emit({"type": "reputation", **asdict(sample)})
+        target = peer_id_from_text(rng.choice(peers)[0])
+        started = trio.current_time()
+        try:
+            found = await requesters[0].dht.get_record(target)
+        except LlamanetError:
+            found = None
+        lookup = LookupEvent(
+            at=started - t0, latency=trio.current_time() - started, ok=found is not None
+        )
+        emit({"type": "lookup", **asdict(lookup)})
+        await trio.sleep(LOOKUP_INTERVAL)
