@@ -93,8 +93,10 @@ class DHTConfig:
     """How many of the closest peers receive a record (Kademlia's k)."""
     streams_per_peer_per_s: float = 20.0
     """Inbound KAD streams one peer may open per second (burst: five times that)."""
-    max_streams_per_peer: int = 8
+    max_streams_per_peer: int = 12
     """Inbound KAD streams one peer may hold open at once."""
+    max_inbound_streams: int = 64
+    """Inbound KAD streams served at once, from everyone."""
     max_peers_per_subnet: int = 3
     """Routing-table entries sharing one public /24 or /48 (0: no cap)."""
 
@@ -173,8 +175,11 @@ class LlamanetDHT:
         # loopback addresses are exempt upstream, so LANs and tests are unaffected.
         self.kad.routing_table.max_peers_per_subnet_table = self.config.max_peers_per_subnet
         host.set_stream_handler(KAD_PROTOCOL, self._handle_kad_stream)
-        # py-libp2p's KadDHT bounds concurrent inbound streams only in total, so one
-        # peer could hold every slot: each peer gets its own rate and share.
+        # py-libp2p's KadDHT bounds concurrent inbound streams only in total (12,
+        # resetting the rest), so one peer could hold every slot: the total is raised
+        # and each peer gets its own rate and share of it.  A busy requester does
+        # hold about ten at once (lookups in parallel), so the share is not smaller.
+        self.kad._inbound_limiter = trio.CapacityLimiter(self.config.max_inbound_streams)
         self._stream_buckets = PeerBuckets(
             self.config.streams_per_peer_per_s, 5 * self.config.streams_per_peer_per_s
         )

@@ -103,8 +103,8 @@ class NodeConfig:
     dht_streams_per_peer_per_s: float = 20.0
     """DHT streams (each one or more requests, puts included) one peer may open per
     second (burst: five times that); beyond it they are reset unread."""
-    dht_streams_per_peer: int = 8
-    """DHT streams one peer may have open with us at once."""
+    dht_streams_per_peer: int = 12
+    """DHT streams one peer may have open with us at once (of 64 in all)."""
     dht_max_peers_per_subnet: int = 3
     """Routing-table entries sharing one public /24 (IPv4) or /48 (IPv6); private
     and loopback addresses are exempt.  0 turns the cap off."""

@@ -1240,8 +1240,13 @@ class Node:
         records = self._known_providers(capability) or await self.find(capability)
         skip = {peer_id_from_text(p) for p in exclude}
         records = [r for r in records if r.peer not in skip]
+        # Exploration here too: verifiers that are always the top k would never
+        # check anyone else, and would be predictable to whoever wants to collude.
         ranked = rank_candidates(
-            records, capability, seen=self._observations(capability, (r.peer for r in records))
+            records,
+            capability,
+            seen=self._observations(capability, (r.peer for r in records)),
+            explore=self.config.explore,
         )
         order = [c.record.peer for c in ranked]
         if len(order) < k:
