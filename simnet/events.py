@@ -1,7 +1,8 @@
 """What a simnet run records, as plain data: the runner appends events while the
 scenario runs, :mod:`simnet.metrics` turns them into figures, :mod:`simnet.report`
-writes them out.  Times are seconds since the scenario started (simulated seconds
-in fast mode, wall-clock seconds otherwise)."""
+writes them out.  Times are seconds since the workload started, except discovery
+times, which count from when the nodes began to start (simulated seconds in fast
+mode, wall-clock seconds otherwise)."""
 
 from __future__ import annotations
 
@@ -42,7 +43,8 @@ class TaskEvent:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class DiscoveryEvent:
-    """``node`` could first find a provider of ``capability`` at ``at``."""
+    """``node`` could first find a provider of ``capability`` ``at`` seconds after
+    the nodes began to start."""
 
     node: str
     capability: str

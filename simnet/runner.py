@@ -17,6 +17,7 @@ import os
 import platform
 import queue
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -35,7 +36,9 @@ from .swarm import peer_text
 
 NODES_PER_PROCESS: Final = 50
 START_GRACE: Final = 5.0
-"""Wall seconds allowed per process for its nodes to start before the clock runs."""
+START_PER_NODE: Final = 0.2
+"""Wall seconds allowed for the nodes to start (a process starts its nodes at
+once, in 0.1 s or so each on this machine) before ``settle`` begins."""
 SIMULATION_NOTE: Final = (
     "This is a simulation: the agents are simulated (their speed and accuracy come "
     "from the scenario's profiles), the nodes and the protocol are real llamanet."
@@ -163,7 +166,8 @@ def run_processes(
             listen = {i: f"/ip4/127.0.0.1/tcp/{ports[i]}" for i in range(scenario.nodes)}
             first = scenario.requesters
             bootstrap = [f"{listen[first]}/p2p/{peer_text(scenario.seed, first)}"]
-        t0_wall = time.time() + START_GRACE * len(shares) + scenario.settle
+        biggest = max(len(share) for share in shares)
+        t0_wall = time.time() + START_GRACE + START_PER_NODE * biggest + scenario.settle
         data = scenario_data(scenario)
         procs: list[subprocess.Popen[str]] = []
         try:
@@ -197,7 +201,7 @@ def run_processes(
                 proc.stdin.write(json.dumps(spec) + "\n")
                 proc.stdin.flush()
                 if host == 0:
-                    _wait_ready(proc, log, time.time() + START_GRACE * 4)
+                    _wait_ready(proc, log, time.time() + START_GRACE * 4 + len(share))
             if up is not None:
                 homes = {i: base / f"p{h}" / f"n{i}" for h, sh in enumerate(shares) for i in sh}
                 up(homes)  # returns when the user is done with the swarm
@@ -205,14 +209,21 @@ def run_processes(
                 deadline = t0_wall + scenario.duration + scenario.workload.timeout + 60
                 _gather(procs, log, progress, deadline)
         finally:
+            # Cleanup runs to the end even if Ctrl-C comes again meanwhile.
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
             for proc in procs:
                 if proc.poll() is None:
                     proc.terminate()
+            for proc in procs:
                 try:
                     proc.wait(timeout=20)
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+                for pipe in (proc.stdin, proc.stdout):
+                    if pipe is not None:
+                        pipe.close()
+            signal.signal(signal.SIGINT, previous)
     log.wall_time = time.monotonic() - started
     return log
 

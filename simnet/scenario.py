@@ -94,6 +94,9 @@ class Workload:
     """The share of answered checkable tasks that must be right."""
     timeout: float = 30.0
     """Seconds one task may take."""
+    explore: float = 0.05
+    """Chance that a requester tries a peer it has never used (llamanet's
+    default); liars are only found out by those who ask them."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -293,6 +296,8 @@ def _check(s: Scenario) -> list[str]:
         problems.append(f"workload.strategy must be one of {', '.join(STRATEGIES)}")
     if not w.rate_per_s > 0:
         problems.append("workload.rate_per_s must be positive")
+    if not 0 <= w.explore <= 1:
+        problems.append("workload.explore must be between 0 and 1")
     if not isinstance(w.verify, int) or w.verify < 1:
         problems.append("workload.verify must be at least 1")
     offered = {c for g in s.groups for c in g.capabilities}

@@ -1,0 +1,175 @@
+"""``python -m simnet``: a local swarm to build against, scenarios, and reports.
+
+python -m simnet up --nodes 20             # a swarm until Ctrl-C
+python -m simnet run simnet/scenarios/churn.toml [--mode fast|real|lan]
+python -m simnet compare A/report.json B/report.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from .events import RunLog
+from .report import render_comparison, render_terminal, write_report
+from .runner import run_processes
+from .scenario import COMPARED, MODES, Scenario, ScenarioError, load_scenario
+
+SCENARIOS = Path(__file__).parent / "scenarios"
+
+
+def scaled(scenario: Scenario, nodes: int) -> Scenario:
+    """``scenario`` with its groups' counts scaled so the swarm has ``nodes`` nodes."""
+    workers = max(1, nodes - scenario.requesters)
+    total = sum(g.count for g in scenario.groups)
+    counts = [max(1, math.floor(g.count * workers / total)) for g in scenario.groups]
+    counts[0] += workers - sum(counts)
+    if counts[0] < 1:
+        raise ScenarioError(f"{nodes} nodes are too few for {len(counts)} groups")
+    groups = tuple(replace(g, count=c) for g, c in zip(scenario.groups, counts, strict=True))
+    return replace(scenario, groups=groups)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    scenario = scaled(load_scenario(SCENARIOS / "dev.toml"), args.nodes)
+    scenario = replace(scenario, seed=args.seed)
+    console = Console()
+
+    def serve(homes: dict[int, Path]) -> None:
+        deadline = time.monotonic() + 60 + 2 * len(homes)
+        while time.monotonic() < deadline:
+            if all((h / "api.json").exists() for h in homes.values()):
+                break
+            time.sleep(0.2)
+        console.print(f"[bold]simnet[/]: {len(homes)} llamanet nodes up ({args.mode} mode)")
+        for index, home in sorted(homes.items()):
+            console.print(f"  node {index:3d}  llamanet --home {home} status")
+        console.print(
+            f"Try: llamanet --home {homes[0]} ask --input-json sim.math "
+            """'{"id": 1, "domain": "math", "args": [6, 7, 0]}'"""
+        )
+        console.print("Ctrl-C stops the swarm.")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            console.print("stopping…")
+
+    run_processes(scenario, args.mode, up=serve)
+    return 0
+
+
+def _expected_tasks(scenario: Scenario) -> int:
+    phases = len(COMPARED) if scenario.workload.strategy == "compare" else 1
+    return max(1, round(scenario.workload.rate_per_s * scenario.duration * phases))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    scenario = load_scenario(args.scenario)
+    scenario = scenario.with_overrides(mode=args.mode, seed=args.seed)
+    if args.nodes:
+        scenario = scaled(scenario, args.nodes)
+    out = args.out or Path("simnet-reports") / f"{scenario.name}-{scenario.mode}-{scenario.seed}"
+    out.mkdir(parents=True, exist_ok=True)
+    console = Console(stderr=True)
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        bar = progress.add_task(
+            f"{scenario.name} ({scenario.mode}, {scenario.nodes} nodes)",
+            total=_expected_tasks(scenario),
+            status="starting nodes",
+        )
+        counts = {"ok": 0, "failed": 0}
+
+        def on_event(event: dict[str, Any]) -> None:
+            if event["type"] == "task":
+                counts["ok" if event["ok"] else "failed"] += 1
+                progress.update(
+                    bar, advance=1, status=f"{counts['ok']} ok, {counts['failed']} failed"
+                )
+            elif event["type"] == "discovery":
+                progress.update(bar, status="discovering")
+
+        log = run_scenario(scenario, progress=on_event, logs=out)
+    summary = write_report(log, out)
+    render_terminal(summary, Console())
+    print(f"report: {out / 'report.html'}  data: {out / 'report.json'}")
+    return _verdict(scenario, summary)
+
+
+def run_scenario(scenario: Scenario, *, progress: Any = None, logs: Path | None = None) -> RunLog:
+    if scenario.mode == "fast":
+        from .fast import run_fast
+
+        return run_fast(scenario, progress=progress)
+    return run_processes(scenario, scenario.mode, progress=progress, logs=logs)
+
+
+def _verdict(scenario: Scenario, summary: dict[str, Any]) -> int:
+    """Exit status 1 when the run missed a bound the scenario states."""
+    tasks = summary.get("tasks") or {}
+    failed = []
+    w = scenario.workload
+    if w.min_success is not None and (tasks.get("success_rate") or 0) < w.min_success:
+        failed.append(f"success rate {tasks.get('success_rate')} < {w.min_success}")
+    if w.min_accuracy is not None and (tasks.get("accuracy") or 0) < w.min_accuracy:
+        failed.append(f"accuracy {tasks.get('accuracy')} < {w.min_accuracy}")
+    for problem in failed:
+        print(f"simnet: {scenario.name}: {problem}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    render_comparison(args.a, args.b, Console())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m simnet", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start a local swarm of simulated agents until Ctrl-C")
+    up.add_argument("--nodes", type=int, default=20)
+    up.add_argument("--seed", type=int, default=1)
+    up.add_argument("--mode", choices=("real", "lan"), default="real")
+    up.set_defaults(func=cmd_up)
+    run = sub.add_parser("run", help="run a scenario to completion and write a report")
+    run.add_argument("scenario", type=Path)
+    run.add_argument("--mode", choices=MODES, help="override the scenario's mode")
+    run.add_argument("--seed", type=int, help="override the scenario's seed")
+    run.add_argument("--nodes", type=int, help="scale the scenario's groups to this many nodes")
+    run.add_argument("--out", type=Path, help="report directory")
+    run.set_defaults(func=cmd_run)
+    compare = sub.add_parser("compare", help="two runs' reports side by side")
+    compare.add_argument("a", type=Path)
+    compare.add_argument("b", type=Path)
+    compare.set_defaults(func=cmd_compare)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except (ScenarioError, RuntimeError, OSError, json.JSONDecodeError) as exc:
+        print(f"simnet: error: {exc}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Scenario files: what parses, what is refused (every problem at once), and the
+facts derived from the seed."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from simnet.scenario import (
+    ScenarioError,
+    churn_schedule,
+    load_scenario,
+    node_seed,
+    parse_scenario,
+    placements,
+)
+
+SHIPPED = sorted((Path(__file__).parents[2] / "simnet" / "scenarios").glob("*.toml"))
+
+MINIMAL = """
+name = "t"
+[profiles.p]
+accuracy = 0.5
+[[groups]]
+name = "g"
+count = 3
+profile = "p"
+capabilities = ["sim.math"]
+[workload]
+mix = { "sim.math" = 1.0 }
+"""
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_every_shipped_scenario_parses(path: Path) -> None:
+    scenario = load_scenario(path)
+    assert scenario.nodes == scenario.requesters + sum(g.count for g in scenario.groups)
+
+
+def test_a_minimal_scenario_has_defaults() -> None:
+    scenario = parse_scenario(tomllib.loads(MINIMAL), source="t.toml")
+    assert (scenario.mode, scenario.seed, scenario.requesters, scenario.nodes) == ("fast", 1, 1, 4)
+    assert [p.group.name if p.group else None for p in placements(scenario)] == [
+        None, "g", "g", "g"
+    ]  # fmt: skip
+
+
+def test_every_problem_is_reported_with_where_it_is() -> None:
+    data = tomllib.loads(MINIMAL)
+    data["bogus"] = 1
+    data["mode"] = "warp"
+    data["groups"][0] |= {"profile": "nope", "behaviour": "evil", "count": 0}
+    data["workload"] |= {"mix": {"sim.code": 1.0}, "verify": 0, "strategy": "magic"}
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(data, source="bad.toml")
+    text = str(info.value)
+    assert text.startswith("bad.toml:")
+    for expected in (
+        "unknown key 'bogus'",
+        "mode must be one of fast, real, lan",
+        "groups[0].profile: no profile 'nope'",
+        "groups[0].behaviour must be one of",
+        "groups[0].count must be at least 1",
+        "workload.verify must be at least 1",
+        "workload.strategy must be one of",
+        "workload.mix.sim.code: no group offers 'sim.code'",
+    ):
+        assert expected in text
+
+
+def test_a_composite_workload_needs_what_its_strategy_asks_for() -> None:
+    data = tomllib.loads(MINIMAL)
+    data["workload"] = {"mix": {"sim.composite": 1.0}, "strategy": "decompose"}
+    with pytest.raises(ScenarioError, match=r"no group offers 'sim\.code'"):
+        parse_scenario(data, source="x")
+
+
+def test_a_toml_error_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "broken.toml"
+    path.write_text("name = \n")
+    with pytest.raises(ScenarioError, match=r"broken\.toml"):
+        load_scenario(path)
+
+
+def test_the_seed_fixes_identities_and_churn() -> None:
+    assert node_seed(1, 0) == node_seed(1, 0) != node_seed(2, 0)
+    churn = load_scenario(next(p for p in SHIPPED if p.stem == "churn"))
+    schedule = churn_schedule(churn)
+    assert schedule == churn_schedule(churn)
+    assert schedule != churn_schedule(churn.with_overrides(seed=churn.seed + 1))
+    assert {s.kind for s in schedule} <= {"join", "leave", "crash"}
+    assert all(0 < s.at < churn.duration for s in schedule)
+    # The requester and the bootstrap node never churn; joins bring back leavers.
+    assert all(s.index > churn.requesters for s in schedule)
+    down: set[int] = set()
+    for step in schedule:
+        if step.kind == "join":
+            assert step.index in down
+            down.discard(step.index)
+        else:
+            assert step.index not in down
+            down.add(step.index)
