@@ -92,6 +92,7 @@ def run_fast(scenario: Scenario, *, progress: Progress | None = None) -> RunLog:
     # py-libp2p 0.8.1 draws the keys of its routing-table refresh walks from
     # ``secrets`` (kad_dht/routing_table.py); a seeded stand-in for this run.
     walks = random.Random(f"walks:{scenario.seed}")
+    real_secrets = routing_table.secrets  # type: ignore[attr-defined]
     setattr(routing_table, "secrets", SimpleNamespace(randbelow=walks.randrange))  # noqa: B010
     clock = trio.testing.MockClock(autojump_threshold=0)
     # py-libp2p's own clock readings (routed to the simulated clock by the memory
@@ -106,6 +107,7 @@ def run_fast(scenario: Scenario, *, progress: Progress | None = None) -> RunLog:
     try:
         trio.run(main, clock=clock)
     finally:
+        setattr(routing_table, "secrets", real_secrets)  # noqa: B010
         gc.enable()
         gc.collect()
     log.wall_time = time.monotonic() - started
