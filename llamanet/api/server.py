@@ -18,6 +18,9 @@ Routes (JSON unless noted)::
                                    stream of {"event": "chunk"|"result"|"error"}
     POST /v1/connect {addr}        dial a peer and add it to the DHT
 
+    GET  /v1/models, POST /v1/chat/completions, /v1/completions, /v1/embeddings
+                                   OpenAI-compatible (see openai_compat.py)
+
 Errors are ``{"error": {"type", "message", "code"?}}`` with a matching status.
 """
 
@@ -47,6 +50,7 @@ from llamanet.errors import (
     ConfigError,
     LlamanetError,
     LocalProtocolError,
+    ModelNotFoundError,
     NoCandidatesError,
     NodeClosedError,
     RequestTimeoutError,
@@ -60,6 +64,8 @@ from llamanet.orchestrator.planning import make_plan
 from llamanet.orchestrator.runner import StepEvent, run_workflow
 from llamanet.orchestrator.workflow import Workflow, WorkflowError, parse_workflow
 from llamanet.protocol.peer_ids import peer_id_to_text
+
+from .openai_compat import openai_routes
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -116,7 +122,7 @@ def _status_for(exc: Exception) -> int:
         return 502
     if isinstance(exc, LocalProtocolError | ConfigError | WorkflowError | ValueError):
         return 400
-    if isinstance(exc, NoCandidatesError):
+    if isinstance(exc, NoCandidatesError | ModelNotFoundError):
         return 404
     if isinstance(exc, RequestTimeoutError):
         return 504
@@ -166,6 +172,15 @@ class _NdjsonStream(Response):
     it fails; cancels it when the client goes away."""
 
     media_type = "application/x-ndjson"
+    trailer = b""
+
+    @staticmethod
+    def encode(event: dict[str, Any]) -> bytes:
+        return json.dumps(event).encode() + b"\n"
+
+    @staticmethod
+    def failure(exc: LlamanetError) -> dict[str, Any]:
+        return {"event": "error", **error_json(exc)}
 
     def __init__(self, produce: Callable[[Emit], Awaitable[None]]) -> None:
         # No super().__init__: it would add "content-length: 0" for the empty body.
@@ -183,7 +198,7 @@ class _NdjsonStream(Response):
                 try:
                     await self.produce(send_events.send)
                 except LlamanetError as exc:
-                    await send_events.send({"event": "error", **error_json(exc)})
+                    await send_events.send(self.failure(exc))
 
         async def watch_disconnect(cancel: trio.CancelScope) -> None:
             while (await receive())["type"] != "http.disconnect":
@@ -195,10 +210,26 @@ class _NdjsonStream(Response):
             nursery.start_soon(watch_disconnect, nursery.cancel_scope)
             async with events:
                 async for event in events:
-                    line = json.dumps(event).encode() + b"\n"
+                    line = self.encode(event)
                     await send({"type": "http.response.body", "body": line, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            await send({"type": "http.response.body", "body": self.trailer, "more_body": False})
             nursery.cancel_scope.cancel()
+
+
+class _ServerSentEvents(_NdjsonStream):
+    """The same, as OpenAI-style server-sent events: ``data: <json>`` per event and
+    ``data: [DONE]`` at the end; a failure is a ``data: {"error": ...}`` event."""
+
+    media_type = "text/event-stream"
+    trailer = b"data: [DONE]\n\n"
+
+    @staticmethod
+    def encode(event: dict[str, Any]) -> bytes:
+        return b"data: " + json.dumps(event).encode() + b"\n\n"
+
+    @staticmethod
+    def failure(exc: LlamanetError) -> dict[str, Any]:
+        return error_json(exc)
 
 
 def _streamed_ask(node: Node, args: dict[str, Any]) -> _NdjsonStream:
@@ -402,6 +433,7 @@ def build_app(node: Node, token: str) -> Starlette:
         return JSONResponse({"peer_id": peer_id_to_text(peer) if peer else None})
 
     routes = [
+        *openai_routes(node, guarded, _ServerSentEvents),
         Route("/v1/status", guarded(status), methods=["GET"]),
         Route("/v1/peers", guarded(peers), methods=["GET"]),
         Route("/v1/record", guarded(record), methods=["GET"]),

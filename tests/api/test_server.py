@@ -34,6 +34,10 @@ def routes(dial_addr: str) -> list[tuple[str, str, dict[str, Any] | None]]:
         ("POST", "/v1/ask", {"cap": "text.echo", "input": "hi", "timeout": 2}),
         ("POST", "/v1/connect", {"addr": dial_addr}),
         ("POST", "/v1/run", {"workflow": {"steps": [{"id": "a", "capability": "text.echo"}]}}),
+        ("GET", "/v1/models", None),
+        ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}),
+        ("POST", "/v1/completions", {"prompt": "hi"}),
+        ("POST", "/v1/embeddings", {"input": "hi"}),
     ]
 
 
