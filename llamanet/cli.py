@@ -24,6 +24,7 @@ from llamanet import __version__
 from llamanet.api.client import ApiClient
 from llamanet.backends.builtin import BUILTIN_SKILLS
 from llamanet.errors import ConfigError, LlamanetError
+from llamanet.logs import LOG_FORMATS, setup_logging
 from llamanet.node.config import DEFAULT_SWARM, LOG_LEVELS, NodeConfig, default_home, load_config
 from llamanet.protocol.capabilities import validate_swarm_name
 from llamanet.protocol.membership import issue_certificate
@@ -342,18 +343,6 @@ def _by(answer: dict[str, Any]) -> None:
     )
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # py-libp2p is chatty at INFO; its warnings still come through.
-    if level != "debug":
-        logging.getLogger("libp2p").setLevel(logging.WARNING)
-        logging.getLogger("llamanet.api.http").setLevel(logging.WARNING)
-
-
 def node_config_from(args: argparse.Namespace) -> NodeConfig:
     config = load_config(args.home, args.config)
     skills: tuple[str, ...] | None = None
@@ -372,6 +361,7 @@ def node_config_from(args: argparse.Namespace) -> NodeConfig:
         pow_difficulty=args.pow_difficulty,
         api_port=args.api_port,
         log_level=args.log_level,
+        log_format=args.log_format,
     )
 
 
@@ -379,7 +369,7 @@ def cmd_node(args: argparse.Namespace) -> int:
     from llamanet.node.daemon import run_daemon
 
     config = node_config_from(args)
-    _setup_logging(config.log_level)
+    setup_logging(config.log_level, config.log_format)
     trio.run(run_daemon, config)
     return 0
 
@@ -462,6 +452,9 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--api-port", type=int, help="local API port (default: any free port)")
     node.add_argument("--config", type=Path, help="config file (default: HOME/config.toml)")
     node.add_argument("--log-level", choices=LOG_LEVELS, help="log verbosity (default: info)")
+    node.add_argument(
+        "--log-format", choices=LOG_FORMATS, help="text (default) or json: one object per line"
+    )
     node.set_defaults(func=cmd_node)
 
     ident = sub.add_parser("id", help="print this node's peer ID")

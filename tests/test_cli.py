@@ -276,3 +276,14 @@ def test_run_a_workflow_with_live_progress(daemons: Daemons, tmp_path: Path) -> 
     missing.write_text(WORKFLOW.replace("text.stats", "vision.ocr"))
     failed = run(*b, "run", str(missing), "--input", "1", check=False)
     assert "no peer in the swarm offers 'vision.ocr'" in failed.stderr
+
+
+def test_a_daemon_logs_one_json_object_per_line(daemons: Daemons, tmp_path: Path) -> None:
+    daemons.start("json", "--no-mdns", "--log-format", "json", "--log-level", "debug")
+    code, _ = daemons.stop("json")
+    assert code == 0
+    lines = [x for x in (tmp_path / "json.log").read_text().splitlines() if x.startswith("{")]
+    assert lines
+    entries = [json.loads(x) for x in lines]
+    assert all({"ts", "level", "logger", "message"} <= set(e) for e in entries)
+    assert any(e["logger"].startswith("llamanet") for e in entries)

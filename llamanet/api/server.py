@@ -18,6 +18,7 @@ Routes (JSON unless noted)::
                                    stream of {"event": "chunk"|"result"|"error"}
     POST /v1/connect {addr}        dial a peer and add it to the DHT
 
+    GET  /metrics                  Prometheus text format (metrics.py)
     GET  /v1/models, POST /v1/chat/completions, /v1/completions, /v1/embeddings
                                    OpenAI-compatible (see openai_compat.py)
 
@@ -65,6 +66,8 @@ from llamanet.orchestrator.runner import StepEvent, run_workflow
 from llamanet.orchestrator.workflow import Workflow, WorkflowError, parse_workflow
 from llamanet.protocol.peer_ids import peer_id_to_text
 
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .metrics import render_metrics
 from .openai_compat import openai_routes
 
 if TYPE_CHECKING:
@@ -432,7 +435,11 @@ def build_app(node: Node, token: str) -> Starlette:
         peer = await node.connect(addr)
         return JSONResponse({"peer_id": peer_id_to_text(peer) if peer else None})
 
+    async def metrics(request: Request) -> Response:
+        return Response(render_metrics(node), media_type=METRICS_CONTENT_TYPE)
+
     routes = [
+        Route("/metrics", guarded(metrics), methods=["GET"]),
         *openai_routes(node, guarded, _ServerSentEvents),
         Route("/v1/status", guarded(status), methods=["GET"]),
         Route("/v1/peers", guarded(peers), methods=["GET"]),

@@ -143,6 +143,8 @@ class NodeConfig:
     api_host: str = DEFAULT_API_HOST
     api_port: int = 0
     log_level: str = "info"
+    log_format: str = "text"
+    """``text`` or ``json`` (one object per line)."""
 
     def __post_init__(self) -> None:
         # Library users pass plain strings for paths; keep the dataclass frozen.
@@ -219,6 +221,8 @@ class NodeConfig:
             raise ConfigError("max_depth must be >= 0")
         if self.max_input_bytes > self.max_frame_size:
             raise ConfigError("max_input_bytes cannot exceed max_frame_size")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError("log_format must be text or json")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
         if not 0 <= self.api_port <= 65535:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import stat
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -35,6 +36,7 @@ def routes(dial_addr: str) -> list[tuple[str, str, dict[str, Any] | None]]:
         ("POST", "/v1/connect", {"addr": dial_addr}),
         ("POST", "/v1/run", {"workflow": {"steps": [{"id": "a", "capability": "text.echo"}]}}),
         ("GET", "/v1/models", None),
+        ("GET", "/metrics", None),
         ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}),
         ("POST", "/v1/completions", {"prompt": "hi"}),
         ("POST", "/v1/embeddings", {"input": "hi"}),
@@ -270,3 +272,23 @@ async def test_connect_dials_a_peer(tmp_path: Path) -> None:
         assert node.status()["connected_peers"] == 1
         missing = await api.client.post("/v1/connect", json={})
         assert missing.status_code == 400
+
+
+async def test_metrics_in_prometheus_text_format(tmp_path: Path) -> None:
+    async with (
+        start_node(tmp_path / "worker") as worker,
+        start_node(tmp_path / "asker", bootstrap=(worker.addrs()[0],)) as asker,
+        serving(worker) as api,
+    ):
+        await asker.ask("text.echo", "hello", peer=worker.peer_id_text)
+        response = await api.client.get("/metrics")
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+        lines = response.text.splitlines()
+        sample = re.compile(r'^[a-z_]+(\{([a-z_]+="[^"]*",?)*\})? -?[0-9.e+-]+$')
+        for line in lines:
+            assert line.startswith("# HELP ") or line.startswith("# TYPE ") or sample.match(line)
+        served = [x for x in lines if x.startswith("llamanet_tasks_served_total{")]
+        assert any('capability="text.echo"' in x and x.endswith(" 1") for x in served)
+        assert "llamanet_task_duration_seconds_count 1" in lines
+        assert any(x.startswith("llamanet_peers_connected ") for x in lines)

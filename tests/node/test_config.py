@@ -62,6 +62,7 @@ dht_streams_per_peer_per_s = 10.0
 dht_streams_per_peer = 4
 dht_max_peers_per_subnet = 2
 spot_check_interval = 600.0
+log_format = "json"
 price = 0.5
 explore = 0.1
 model_refresh_interval = 30.0
@@ -181,6 +182,7 @@ def test_load_config_reads_every_key(tmp_path: Path, monkeypatch: pytest.MonkeyP
         dht_streams_per_peer=4,
         dht_max_peers_per_subnet=2,
         spot_check_interval=600.0,
+        log_format="json",
         price=0.5,
         explore=0.1,
         model_refresh_interval=30.0,
