@@ -360,6 +360,8 @@ def node_config_from(args: argparse.Namespace) -> NodeConfig:
         swarm=args.swarm,
         pow_difficulty=args.pow_difficulty,
         api_port=args.api_port,
+        api_host=args.api_host,
+        api_remote=True if args.api_remote else None,
         log_level=args.log_level,
         log_format=args.log_format,
     )
@@ -450,6 +452,12 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--swarm", help="swarm name (default: main)")
     node.add_argument("--pow-difficulty", type=int, help="proof-of-work bits for identities")
     node.add_argument("--api-port", type=int, help="local API port (default: any free port)")
+    node.add_argument("--api-host", help="address the API listens on (default: 127.0.0.1)")
+    node.add_argument(
+        "--api-remote",
+        action="store_true",
+        help="allow a non-loopback --api-host (the token is still required)",
+    )
     node.add_argument("--config", type=Path, help="config file (default: HOME/config.toml)")
     node.add_argument("--log-level", choices=LOG_LEVELS, help="log verbosity (default: info)")
     node.add_argument(

@@ -7,6 +7,7 @@ error that names the key, so a typo never silently falls back to a default.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 import types
@@ -50,6 +51,17 @@ def default_home() -> Path:
     if env:
         return Path(env).expanduser()
     return Path(platformdirs.user_data_dir("llamanet", appauthor=False))
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` (an IP literal or ``localhost``) can only be reached from
+    this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -141,6 +153,9 @@ class NodeConfig:
     session_idle_timeout: float = 1800.0
     """Seconds a session's history is kept after its last turn."""
     api_host: str = DEFAULT_API_HOST
+    api_remote: bool = False
+    """Allow ``api_host`` to be other than a loopback address (the API then answers
+    the network; every request still needs the token)."""
     api_port: int = 0
     log_level: str = "info"
     log_format: str = "text"
@@ -225,6 +240,12 @@ class NodeConfig:
             raise ConfigError("log_format must be text or json")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+        if not self.api_remote and not is_loopback_host(self.api_host):
+            raise ConfigError(
+                f"api_host {self.api_host!r} is not a loopback address: set api_remote = true "
+                "(llamanet node --api-remote) to serve the API on the network; every request "
+                "still needs the token"
+            )
         if not 0 <= self.api_port <= 65535:
             raise ConfigError("api_port must be a TCP port number")
 

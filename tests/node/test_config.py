@@ -63,6 +63,7 @@ dht_streams_per_peer = 4
 dht_max_peers_per_subnet = 2
 spot_check_interval = 600.0
 log_format = "json"
+api_remote = true
 price = 0.5
 explore = 0.1
 model_refresh_interval = 30.0
@@ -183,6 +184,7 @@ def test_load_config_reads_every_key(tmp_path: Path, monkeypatch: pytest.MonkeyP
         dht_max_peers_per_subnet=2,
         spot_check_interval=600.0,
         log_format="json",
+        api_remote=True,
         price=0.5,
         explore=0.1,
         model_refresh_interval=30.0,
@@ -272,6 +274,7 @@ def test_home_cannot_be_set_from_the_file(tmp_path: Path) -> None:
         ),
         ('log_level = "loud"', "log_level must be one of debug, info, warning, error"),
         ("api_port = 65536", "api_port must be a TCP port number"),
+        ('api_host = "0.0.0.0"', "api_host '0.0.0.0' is not a loopback address: set api_remote"),
     ],
 )
 def test_invalid_values_are_config_errors_naming_the_file(
@@ -355,3 +358,11 @@ def test_the_shipped_bootstrap_file_comes_last(
     assert NodeConfig(home=home).resolved_bootstrap_file() is None
     shipped.write_text("", encoding="utf-8")
     assert NodeConfig(home=home).resolved_bootstrap_file() == shipped
+
+
+def test_the_api_leaves_loopback_only_when_asked(tmp_path: Path) -> None:
+    assert NodeConfig(home=tmp_path, api_host="::1").api_host == "::1"
+    assert NodeConfig(home=tmp_path, api_host="localhost").api_host == "localhost"
+    with pytest.raises(ConfigError, match="api_remote"):
+        NodeConfig(home=tmp_path, api_host="192.168.1.5")
+    assert NodeConfig(home=tmp_path, api_host="0.0.0.0", api_remote=True).api_remote
