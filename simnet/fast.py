@@ -26,7 +26,7 @@ from llamanet.trust.keys import Identity
 from . import memory_transport
 from .events import RunLog
 from .memory_transport import LinkModel, MemoryNetwork, build_memory_host
-from .runner import Progress, _collect_line, expected_discoveries, new_log
+from .runner import Progress, collect_event, expected_discoveries, new_log
 from .scenario import Scenario
 from .swarm import Share, capabilities_wanted, peer_text, run_share
 
@@ -64,9 +64,9 @@ def run_fast(scenario: Scenario, *, progress: Progress | None = None) -> RunLog:
         return build_memory_host(identity.seed, network, addrs[0])
 
     def emit(event: dict[str, Any]) -> None:
-        line = _collect_line(log, _json_line(event))
-        if line is not None and progress is not None:
-            progress(line)
+        collect_event(log, event)
+        if progress is not None:
+            progress(event)
 
     async def main() -> None:
         with tempfile.TemporaryDirectory(prefix="simnet-fast-") as base:
@@ -122,9 +122,3 @@ def run_fast(scenario: Scenario, *, progress: Progress | None = None) -> RunLog:
         "per task (discovery and upkeep included)."
     )
     return log
-
-
-def _json_line(event: dict[str, Any]) -> str:
-    import json
-
-    return json.dumps(event)

@@ -75,8 +75,10 @@ def _machine() -> dict[str, Any]:
     }
 
 
-def _collect(log: RunLog, event: dict[str, Any]) -> None:
-    kind = event.pop("type")
+def collect_event(log: RunLog, event: dict[str, Any]) -> None:
+    """Add one event (as :mod:`simnet.swarm` emits it) to ``log``."""
+    kind = event["type"]
+    event = {k: v for k, v in event.items() if k != "type"}
     if kind == "task":
         log.tasks.append(TaskEvent(**event))
     elif kind == "discovery":
@@ -249,9 +251,8 @@ def _collect_line(log: RunLog, line: str) -> dict[str, Any] | None:
         return None
     if not isinstance(event, dict) or "type" not in event:
         return None
-    shown = dict(event)
-    _collect(log, event)
-    return shown
+    collect_event(log, event)
+    return event
 
 
 def _gather(

@@ -11,9 +11,7 @@ the shapes of :mod:`simnet.events`, with times relative to the workload's start.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import os
 import random
 import resource
 import time
@@ -22,18 +20,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import multiaddr
 import trio
 
 from llamanet.adapters.libp2p_host import build_host
 from llamanet.api.server import serve_api
 from llamanet.errors import LlamanetError
 from llamanet.node.config import NodeConfig
-from llamanet.node.node import POW_CACHE_FILENAME, Node, open_node
+from llamanet.node.node import HostBuilder, Node, open_node
+from llamanet.node.pow_cache import cached_pow, save_pow
 from llamanet.protocol.config import TEST_POW_DIFFICULTY
 from llamanet.protocol.peer_ids import peer_id_from_text
 from llamanet.protocol.pow import solve_pow
-from llamanet.trust.keys import Identity
+from llamanet.trust.keys import Identity, load_or_create_identity
 
 from .agents import SimulatedAgent, is_correct, make_question
 from .events import ChurnEvent, DiscoveryEvent, LookupEvent, ReputationSample, TaskEvent
@@ -50,7 +48,6 @@ from .scenario import (
 log = logging.getLogger(__name__)
 
 Emit = Callable[[dict[str, Any]], None]
-HostBuilder = Callable[[Identity, Sequence[multiaddr.Multiaddr]], Any]
 
 DISCOVERY_POLL = 2.0
 SAMPLE_INTERVAL = 2.0
@@ -78,33 +75,21 @@ def peer_text(seed: int, index: int) -> str:
     return Identity(node_seed(seed, index)).peer_id_text
 
 
-def _write_identity(home: Path, seed: bytes) -> None:
-    home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = home / "identity.key"
-    if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(Identity(seed).marshal())
-    # The node would solve its proof of work in a thread, whose finishing time is
-    # not the simulated clock's (fast mode jumps while it waits): solved here.
-    identity = Identity(seed)
-    nonce = solve_pow(identity.peer_id, TEST_POW_DIFFICULTY)
-    assert nonce is not None
-    (home / POW_CACHE_FILENAME).write_text(
-        json.dumps(
-            {
-                "peer": identity.peer_id_text,
-                "difficulty": TEST_POW_DIFFICULTY,
-                "nonce": nonce.hex(),
-            }
-        )
-    )
+def _prepare_home(home: Path, seed: bytes) -> None:
+    """The node's identity from the run's seed, and its proof of work solved here:
+    the node would solve it in a thread, whose finishing time is not the simulated
+    clock's (fast mode jumps while it waits)."""
+    identity = load_or_create_identity(home, new=lambda: Identity(seed))
+    if cached_pow(home, identity, TEST_POW_DIFFICULTY) is None:
+        nonce = solve_pow(identity.peer_id, TEST_POW_DIFFICULTY)
+        assert nonce is not None
+        save_pow(home, identity, TEST_POW_DIFFICULTY, nonce)
 
 
 def node_config(scenario: Scenario, share: Share, place: Placement) -> NodeConfig:
     home = share.base / f"n{place.index}"
     own = peer_text(scenario.seed, place.index)
-    _write_identity(home, node_seed(scenario.seed, place.index))
+    _prepare_home(home, node_seed(scenario.seed, place.index))
     price = scenario.profiles[place.group.profile].price if place.group else 0.0
     return NodeConfig(
         home=home,

@@ -13,7 +13,6 @@ cancels it, closes pooled streams and shuts the libp2p host down.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import random
@@ -103,7 +102,7 @@ from llamanet.protocol.config import RecordPolicy, SessionConfig
 from llamanet.protocol.membership import check_certificate, decode_certificate
 from llamanet.protocol.messages import Message, Receipt, TaskChunk, TaskOffer, TaskResult
 from llamanet.protocol.peer_ids import peer_id_from_text, peer_id_to_text
-from llamanet.protocol.pow import check_pow, solve_pow
+from llamanet.protocol.pow import solve_pow
 from llamanet.protocol.records import (
     CapabilityRecord,
     ModelInfo,
@@ -118,6 +117,7 @@ from .agents import AgentBackend
 from .config import NodeConfig
 from .market import BID, Market
 from .perf import drifted, percentile
+from .pow_cache import cached_pow, save_pow
 from .sessions import Conversations, SessionLimits, chat_messages
 from .worker import Worker, WorkerLimits
 
@@ -126,7 +126,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-POW_CACHE_FILENAME: Final = "identity.pow"
 ADDRESS_TTL: Final = 3600
 FIND_FETCH_TIMEOUT: Final = 5.0
 BOOTSTRAP_TIMEOUT: Final = 5.0
@@ -354,28 +353,17 @@ class Node:
 
     async def _proof_of_work(self) -> bytes:
         """Our nonce for the swarm's difficulty, cached beside the identity."""
-        path = self.config.home / POW_CACHE_FILENAME
         difficulty = self.config.pow_difficulty
-        try:
-            cached = json.loads(path.read_text())
-            nonce = bytes.fromhex(cached["nonce"])
-            if cached.get("peer") == self.peer_id_text and check_pow(
-                self.peer_id, nonce, difficulty
-            ):
-                return nonce
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
+        nonce = cached_pow(self.config.home, self.identity, difficulty)
+        if nonce is not None:
+            return nonce
         started = time.perf_counter()
         found = await trio.to_thread.run_sync(solve_pow, self.peer_id, difficulty)
         assert found is not None
         log.info(
             "proof of work for %d bits found in %.2f s", difficulty, time.perf_counter() - started
         )
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(
-            json.dumps({"peer": self.peer_id_text, "difficulty": difficulty, "nonce": found.hex()})
-        )
-        os.replace(tmp, path)
+        save_pow(self.config.home, self.identity, difficulty, found)
         return found
 
     def _sign_record(self) -> SignedRecord:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
@@ -108,8 +109,11 @@ def load_identity(path: Path) -> Identity:
     return Identity.unmarshal(data)
 
 
-def load_or_create_identity(home: Path) -> Identity:
-    """The identity in ``home``, created on first use.
+def load_or_create_identity(
+    home: Path, *, new: Callable[[], Identity] = Identity.generate
+) -> Identity:
+    """The identity in ``home``, created with ``new`` on first use (a fresh random
+    key; simnet passes one derived from its seed).
 
     Creation uses ``O_EXCL`` so two processes starting at once end up with the same
     key: the loser of the race reads the winner's file.
@@ -118,7 +122,7 @@ def load_or_create_identity(home: Path) -> Identity:
     path = home / IDENTITY_FILENAME
     if path.exists():
         return load_identity(path)
-    identity = Identity.generate()
+    identity = new()
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
