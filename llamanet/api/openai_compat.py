@@ -26,8 +26,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from llamanet.errors import LlamanetError, ModelNotFoundError
+from llamanet.errors import ModelNotFoundError
 from llamanet.node.node import Answer, Node
+
+from .options import ApiError, timeout_option, verify_option
 
 Handler = Callable[[Request], Awaitable[Response]]
 Guard = Callable[[Handler], Handler]
@@ -38,8 +40,8 @@ Stream = Callable[[Callable[[Emit], Awaitable[None]]], Response]
 SAMPLING = ("max_tokens", "temperature", "top_p", "seed", "stop")
 
 
-class OpenAIRequestError(LlamanetError, ValueError):
-    """A request the OpenAI-compatible routes cannot turn into a task (400)."""
+def _bad(message: str) -> ApiError:
+    return ApiError(400, message)
 
 
 def swarm_models(node: Node) -> list[dict[str, Any]]:
@@ -85,7 +87,7 @@ def model_constraint(node: Node, model: Any) -> dict[str, Any] | None:
     if model is None or model == "":
         return None
     if not isinstance(model, str):
-        raise OpenAIRequestError("'model' must be a string")
+        raise _bad("'model' must be a string")
     known = swarm_models(node)
     if any(m["id"] == model for m in known):
         return {"name": model}
@@ -100,25 +102,19 @@ def model_constraint(node: Node, model: Any) -> dict[str, Any] | None:
 def _extension(body: dict[str, Any]) -> dict[str, Any]:
     ext = body.get("llamanet") or {}
     if not isinstance(ext, dict):
-        raise OpenAIRequestError("'llamanet' must be an object")
+        raise _bad("'llamanet' must be an object")
     args: dict[str, Any] = {}
     if "verify" in ext:
-        verify = ext["verify"]
-        if not isinstance(verify, int) or isinstance(verify, bool) or not 1 <= verify <= 9:
-            raise OpenAIRequestError("llamanet.verify must be an integer 1..9")
-        args["verify"] = verify
+        args["verify"] = verify_option(ext["verify"], "llamanet.verify")
     if "max_price" in ext:
         if not isinstance(ext["max_price"], int | float):
-            raise OpenAIRequestError("llamanet.max_price must be a number")
+            raise _bad("llamanet.max_price must be a number")
         args["max_price"] = float(ext["max_price"])
     if "peer" in ext:
         if not isinstance(ext["peer"], str):
-            raise OpenAIRequestError("llamanet.peer must be a peer ID")
+            raise _bad("llamanet.peer must be a peer ID")
         args["peer"] = ext["peer"]
-    timeout = ext.get("timeout", 60.0)
-    if not isinstance(timeout, int | float) or not 0 < timeout <= 3600:
-        raise OpenAIRequestError("llamanet.timeout must be seconds, up to 3600")
-    args["timeout"] = float(timeout)
+    args["timeout"] = timeout_option(ext.get("timeout"), 60.0, "llamanet.timeout")
     return args
 
 
@@ -126,7 +122,7 @@ def _capability(body: dict[str, Any], default: str) -> str:
     ext = body.get("llamanet") or {}
     capability = ext.get("capability", default) if isinstance(ext, dict) else default
     if not isinstance(capability, str):
-        raise OpenAIRequestError("llamanet.capability must be a capability name")
+        raise _bad("llamanet.capability must be a capability name")
     return capability
 
 
@@ -159,16 +155,16 @@ def openai_routes(node: Node, guarded: Guard, stream: Stream) -> list[Route]:
         try:
             body = await request.json()
         except ValueError:
-            raise OpenAIRequestError("the body must be JSON") from None
+            raise _bad("the body must be JSON") from None
         if not isinstance(body, dict):
-            raise OpenAIRequestError("the body must be a JSON object")
+            raise _bad("the body must be a JSON object")
         return body
 
     async def chat(request: Request) -> Response:
         body = await body_of(request)
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
-            raise OpenAIRequestError("'messages' must be a non-empty list")
+            raise _bad("'messages' must be a non-empty list")
         return await complete(
             body, _capability(body, "llm.chat"), {"messages": messages}, chat=True
         )
@@ -179,7 +175,7 @@ def openai_routes(node: Node, guarded: Guard, stream: Stream) -> list[Route]:
         if isinstance(prompt, list) and len(prompt) == 1:
             prompt = prompt[0]
         if not isinstance(prompt, str):
-            raise OpenAIRequestError("'prompt' must be a string")
+            raise _bad("'prompt' must be a string")
         return await complete(
             body, _capability(body, "llm.generate"), {"prompt": prompt}, chat=False
         )
@@ -252,7 +248,7 @@ def openai_routes(node: Node, guarded: Guard, stream: Stream) -> list[Route]:
         if isinstance(texts, str):
             texts = [texts]
         if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
-            raise OpenAIRequestError("'input' must be a string or a list of strings")
+            raise _bad("'input' must be a string or a list of strings")
         answer = await node.ask(
             _capability(body, "llm.embed"),
             {"texts": texts},

@@ -69,6 +69,7 @@ from llamanet.protocol.peer_ids import peer_id_to_text
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import render_metrics
 from .openai_compat import openai_routes
+from .options import ApiError, timeout_option, verify_option
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -76,7 +77,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_BODY: Final = 8 * 1024 * 1024
-MAX_TIMEOUT: Final = 3600.0
 
 
 def jsonable(value: Any) -> Any:
@@ -134,24 +134,6 @@ def _status_for(exc: Exception) -> int:
     if isinstance(exc, TaskError | TransportError):
         return 502
     return 500
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def _timeout(value: Any, default: float) -> float:
-    if value is None:
-        return default
-    try:
-        timeout = float(value)
-    except (TypeError, ValueError):
-        raise ApiError(400, "timeout must be a number of seconds") from None
-    if not 0 < timeout <= MAX_TIMEOUT:
-        raise ApiError(400, f"timeout must be in (0, {MAX_TIMEOUT:.0f}] seconds")
-    return timeout
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
@@ -334,7 +316,7 @@ def build_app(node: Node, token: str) -> Starlette:
             limit = int(request.query_params.get("limit", "20"))
         except ValueError:
             raise ApiError(400, "limit must be an integer") from None
-        timeout = _timeout(request.query_params.get("timeout"), 10.0)
+        timeout = timeout_option(request.query_params.get("timeout"), 10.0)
         records = await node.find(cap, limit=max(1, min(limit, 100)), timeout=timeout)
         now = node.clock()
         return JSONResponse(
@@ -380,16 +362,14 @@ def build_app(node: Node, token: str) -> Starlette:
             "capability": cap,
             "input": body.get("input"),
             "params": params,
-            "timeout": _timeout(body.get("timeout"), 30.0),
+            "timeout": timeout_option(body.get("timeout"), 30.0),
             "peer": peer,
             "session": session,
             "model": model,
             "max_price": max_price,
             "hedge": hedge,
         }
-        verify = body.get("verify", 1)
-        if not isinstance(verify, int) or isinstance(verify, bool) or not 1 <= verify <= 9:
-            raise ApiError(400, "'verify' must be an integer 1..9")
+        verify = verify_option(body.get("verify", 1))
         if verify > 1:
             args.update(verify=verify, compare=str(body.get("compare", "exact")))
         market = body.get("market")
