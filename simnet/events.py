@@ -36,7 +36,10 @@ class TaskEvent:
     phases: dict[str, float] = field(default_factory=dict)
     """Seconds per phase (keys from :data:`PHASES`)."""
     messages: int = 0
+    """Task-protocol frames both ways (every attempt and verification copy), plus
+    two per DHT RPC the task's discovery sent."""
     bytes: int = 0
+    """Bytes of those task-protocol frames (DHT traffic is in the run's totals)."""
     kind: str = "task"
     """``task`` or the workflow/strategy name (e.g. ``monolith``, ``decompose``)."""
 
@@ -59,6 +62,9 @@ class LookupEvent:
     latency: float
     ok: bool
     hops: int | None = None
+    """Longest chain of referrals the lookup followed (llamanet.adapters.dht_stats)."""
+    queries: int | None = None
+    """RPCs the lookup sent."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

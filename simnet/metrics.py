@@ -101,6 +101,8 @@ def _lookups(log: RunLog) -> dict[str, Any]:
         "latency_p95": percentile(ok, 95),
         "latency_p99": percentile(ok, 99),
         "hops_mean": _mean(x.hops for x in log.lookups if x.hops is not None),
+        "hops_max": max((x.hops for x in log.lookups if x.hops is not None), default=None),
+        "queries_mean": _mean(x.queries for x in log.lookups if x.queries is not None),
     }
 
 

@@ -22,7 +22,9 @@ from typing import Any
 
 import trio
 
+from llamanet.adapters.dht_stats import tracing
 from llamanet.adapters.libp2p_host import build_host
+from llamanet.adapters.task_traffic import counting_traffic
 from llamanet.api.server import serve_api
 from llamanet.errors import LlamanetError
 from llamanet.node.config import NodeConfig
@@ -304,7 +306,7 @@ async def _one_task(
     kind = strategy if capability == "sim.composite" else "task"
     fields: dict[str, Any] = {"capability": capability, "verify": w.verify, "kind": kind}
     try:
-        with trio.fail_after(w.timeout):
+        with trio.fail_after(w.timeout), tracing() as lookups, counting_traffic() as traffic:
             found_at = trio.current_time()
             composite = capability == "sim.composite"
             for needed in capabilities_for(strategy) if composite else (capability,):
@@ -320,6 +322,9 @@ async def _one_task(
             "peer": peer,
             "group": group_of.get(peer or ""),
             "cost": cost,
+            # Task frames both ways, and DHT RPCs as a request and a response each.
+            "messages": traffic.frames + 2 * lookups.queries,
+            "bytes": traffic.bytes,
             "phases": {
                 "discovery": discovery,
                 "execution": exec_s,
@@ -425,12 +430,17 @@ async def _samples(
                     emit({"type": "reputation", **asdict(sample)})
         target = peer_id_from_text(rng.choice(peers)[0])
         started = trio.current_time()
-        try:
-            found = await requesters[0].dht.get_record(target)
-        except LlamanetError:
-            found = None
+        with tracing() as trace:
+            try:
+                found = await requesters[0].dht.get_record(target)
+            except LlamanetError:
+                found = None
         lookup = LookupEvent(
-            at=started - t0, latency=trio.current_time() - started, ok=found is not None
+            at=started - t0,
+            latency=trio.current_time() - started,
+            ok=found is not None,
+            hops=trace.hops,
+            queries=trace.queries,
         )
         emit({"type": "lookup", **asdict(lookup)})
         await trio.sleep(LOOKUP_INTERVAL)

@@ -36,7 +36,7 @@ import hashlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -61,6 +61,7 @@ from llamanet.protocol.peer_ids import peer_id_from_text
 from llamanet.protocol.records import DHT_KEY_PREFIX, SignedRecord, open_record
 from llamanet.trust.limits import PeerBuckets, TokenBucket
 
+from .dht_stats import DhtStats, current_trace, tracing
 from .libp2p_host import KAD_PROTOCOL, NETWORK_ERRORS
 
 if TYPE_CHECKING:
@@ -99,6 +100,11 @@ class DHTConfig:
     """Inbound KAD streams served at once, from everyone."""
     max_peers_per_subnet: int = 3
     """Routing-table entries sharing one public /24 or /48 (0: no cap)."""
+
+
+@dataclass(slots=True)
+class _Outcome:
+    value: str = "empty"
 
 
 def lookup_target(key: bytes) -> bytes:
@@ -188,6 +194,47 @@ class LlamanetDHT:
         """Inbound KAD streams reset because their peer was over its limits."""
         self._provide_bucket = TokenBucket(PROVIDE_BURST, PROVIDE_RATE)
         self._provide_lock = trio.Lock()
+        self.stats = DhtStats()
+        self._trace_upstream_walks()
+
+    def _trace_upstream_walks(self) -> None:
+        # Upstream's iterative FIND_NODE walk (used by our record lookups and by its
+        # provide) reports neither its queries nor its depth; every query it sends
+        # goes through this one method, so the adapter counts them there.
+        routing = self.kad.peer_routing
+        upstream = routing._query_peer_for_closest
+
+        async def traced(peer: ID, target_key: bytes) -> list[ID]:
+            named: list[ID] = []
+            try:
+                named = await upstream(peer, target_key)
+                return named
+            finally:
+                trace = current_trace()
+                if trace is not None:
+                    trace.queried(peer.to_bytes(), (p.to_bytes() for p in named))
+
+        setattr(routing, "_query_peer_for_closest", traced)  # noqa: B010
+
+    @contextlib.contextmanager
+    def _measured(self, op: str) -> Iterator[_Outcome]:
+        """Count ``op`` in :attr:`stats`; the block sets the outcome to ``"ok"`` when it
+        found or stored something (a timed-out walk that did not is a timeout)."""
+        started = trio.current_time()
+        outcome = _Outcome()
+        with tracing() as trace:
+            try:
+                yield outcome
+            except trio.Cancelled:
+                # The caller gave up; the operation neither succeeded nor failed.
+                raise
+            except Exception:
+                outcome.value = "error"
+                self.stats.record(op, outcome.value, trio.current_time() - started, trace)
+                raise
+            if outcome.value == "empty" and trace.timed_out:
+                outcome.value = "timeout"
+            self.stats.record(op, outcome.value, trio.current_time() - started, trace)
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -248,17 +295,20 @@ class LlamanetDHT:
         """Look ourselves up, which fills the routing table with our neighbourhood;
         ``full`` also looks up a random key in every non-empty bucket (upstream's
         refresh), which costs a walk per bucket and is left to maintenance."""
-        with trio.move_on_after(self.config.lookup_timeout):
+        with self._measured("refresh") as outcome, trio.move_on_after(self.config.lookup_timeout):
             try:
                 if full:
                     await self.kad.peer_routing.refresh_routing_table()
+                    outcome.value = "ok"
                     return
                 me = self.host.get_id()
                 for peer in await self.kad.peer_routing.find_closest_peers_network(me.to_bytes()):
                     if peer != me:
                         await self.kad.add_peer(peer)
+                        outcome.value = "ok"
             except NETWORK_ERRORS as exc:
                 log.debug("routing table refresh failed: %r", exc)
+                outcome.value = "error"
 
     async def _closest(self, key: bytes) -> list[ID]:
         peers: list[ID] = []
@@ -266,6 +316,8 @@ class LlamanetDHT:
             peers = await self.kad.peer_routing.find_closest_peers_network(lookup_target(key))
         if scope.cancelled_caught:
             log.debug("closest-peer lookup for %s timed out", key[:12].hex())
+            if (trace := current_trace()) is not None:
+                trace.timed_out = True
         me = self.host.get_id()
         return [p for p in peers if p != me][: self.config.replication]
 
@@ -278,18 +330,27 @@ class LlamanetDHT:
         key_bytes = key.encode()
         self.validator.validate(key, record.envelope)
         self.kad.value_store.put(key_bytes, record.envelope)
-        peers = await self._closest(key_bytes)
-        stored = 0
+        with self._measured("put_record") as outcome:
+            peers = await self._closest(key_bytes)
+            stored = 0
 
-        async def store(peer: ID) -> None:
-            nonlocal stored
-            with trio.move_on_after(self.config.rpc_timeout):
-                if await self.kad.value_store._store_at_peer(peer, key_bytes, record.envelope):
-                    stored += 1
+            async def store(peer: ID) -> None:
+                nonlocal stored
+                with trio.move_on_after(self.config.rpc_timeout):
+                    try:
+                        if await self.kad.value_store._store_at_peer(
+                            peer, key_bytes, record.envelope
+                        ):
+                            stored += 1
+                    finally:
+                        if (trace := current_trace()) is not None:
+                            trace.queried(peer.to_bytes(), ())
 
-        async with trio.open_nursery() as nursery:
-            for peer in peers:
-                nursery.start_soon(store, peer)
+            async with trio.open_nursery() as nursery:
+                for peer in peers:
+                    nursery.start_soon(store, peer)
+            if stored:
+                outcome.value = "ok"
         log.debug("record seq %d stored at %d of %d peers", record.seq, stored, len(peers))
         return stored
 
@@ -303,19 +364,26 @@ class LlamanetDHT:
         local = self.kad.value_store.get(key_bytes)
         if local is not None:
             self._collect(found, None, key, local.value)
-        peers = await self._closest(key_bytes)
+        with self._measured("get_record") as outcome:
+            peers = await self._closest(key_bytes)
 
-        async def query(peer: ID) -> None:
-            with trio.move_on_after(self.config.rpc_timeout):
-                answer: Any = await self.kad.value_store._get_from_peer(
-                    peer, key_bytes, return_record=True
-                )
-                if isinstance(answer, Record) and answer.value:
-                    self._collect(found, peer, key, answer.value)
+            async def query(peer: ID) -> None:
+                with trio.move_on_after(self.config.rpc_timeout):
+                    try:
+                        answer: Any = await self.kad.value_store._get_from_peer(
+                            peer, key_bytes, return_record=True
+                        )
+                    finally:
+                        if (trace := current_trace()) is not None:
+                            trace.queried(peer.to_bytes(), ())
+                    if isinstance(answer, Record) and answer.value:
+                        self._collect(found, peer, key, answer.value)
 
-        async with trio.open_nursery() as nursery:
-            for peer in peers:
-                nursery.start_soon(query, peer)
+            async with trio.open_nursery() as nursery:
+                for peer in peers:
+                    nursery.start_soon(query, peer)
+            if found:
+                outcome.value = "ok"
         if not found:
             return None
         best = max(found, key=lambda item: item[1].seq)[1]
@@ -363,8 +431,12 @@ class LlamanetDHT:
         return names
 
     async def _provide_one(self, name: str) -> None:
-        with trio.move_on_after(self.config.lookup_timeout):
-            await self.kad.provide(provider_key_string(self.swarm, name))
+        with self._measured("provide") as outcome:
+            with trio.move_on_after(self.config.lookup_timeout) as scope:
+                if await self.kad.provide(provider_key_string(self.swarm, name)):
+                    outcome.value = "ok"
+            if scope.cancelled_caught and (trace := current_trace()) is not None:
+                trace.timed_out = True
         # Keep upstream's 600 s maintenance loop from re-announcing every key at
         # once (provider_store._republish_provider_records).
         self.kad.provider_store._last_republish[self._provider_multihash(name)] = time.time()
@@ -396,7 +468,12 @@ class LlamanetDHT:
         async def query(peer: ID) -> None:
             nonlocal answered
             with trio.move_on_after(self.config.rpc_timeout):
-                providers, closer = await store._get_providers_from_peer_with_closers(peer, mh)
+                closer: list[ID] = []
+                try:
+                    providers, closer = await store._get_providers_from_peer_with_closers(peer, mh)
+                finally:
+                    if (trace := current_trace()) is not None:
+                        trace.queried(peer.to_bytes(), (p.to_bytes() for p in closer))
                 if providers:
                     answered += 1
                 for info in providers:
@@ -404,16 +481,21 @@ class LlamanetDHT:
                         found[info.peer_id] = info
                 candidates.update(p for p in closer if p != me)
 
-        with trio.move_on_after(self.config.lookup_timeout):
-            while len(found) < count and answered < PROVIDER_QUORUM:
-                ordered = sort_peer_ids_by_distance(mh, list(candidates - queried))
-                batch = ordered[:ALPHA]
-                if not batch:
-                    break
-                queried.update(batch)
-                async with trio.open_nursery() as nursery:
-                    for peer in batch:
-                        nursery.start_soon(query, peer)
+        with self._measured("find_providers") as outcome:
+            with trio.move_on_after(self.config.lookup_timeout) as scope:
+                while len(found) < count and answered < PROVIDER_QUORUM:
+                    ordered = sort_peer_ids_by_distance(mh, list(candidates - queried))
+                    batch = ordered[:ALPHA]
+                    if not batch:
+                        break
+                    queried.update(batch)
+                    async with trio.open_nursery() as nursery:
+                        for peer in batch:
+                            nursery.start_soon(query, peer)
+            if found:
+                outcome.value = "ok"
+            elif scope.cancelled_caught and (trace := current_trace()) is not None:
+                trace.timed_out = True
         return list(found.values())[:count]
 
     def _provider_multihash(self, capability: str) -> bytes:

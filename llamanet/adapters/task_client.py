@@ -54,6 +54,7 @@ from llamanet.protocol.session import TaskSession
 from llamanet.protocol.task_state import Role
 
 from .stream import ByteStream
+from .task_traffic import TaskTraffic, current_traffic
 
 log = logging.getLogger(__name__)
 
@@ -207,11 +208,16 @@ class TaskClient:
         self, lease: _Lease, offer: TaskOffer, on_event: EventCallback | None
     ) -> TaskResult:
         session, stream = lease.session, lease.stream
+        traffic = current_traffic() or TaskTraffic()
         answered = False
         try:
-            await stream.write(session.send(offer))
+            frame = session.send(offer)
+            await stream.write(frame)
+            traffic.frames_sent += 1
+            traffic.bytes_sent += len(frame)
             while True:
                 data = await stream.read()
+                traffic.bytes_received += len(data)
                 if not data and session.is_active:
                     if lease.reused and not answered:
                         raise _StaleStream()
@@ -222,6 +228,7 @@ class TaskClient:
                     )
                 session.receive_data(data)
                 while (event := session.next_event()) is not NEED_DATA:
+                    traffic.frames_received += 1
                     answered = True
                     if isinstance(event, TaskResult):
                         return event
@@ -246,6 +253,10 @@ class TaskClient:
     async def _send_cancel(self, lease: _Lease, reason: str) -> None:
         with trio.CancelScope(shield=True), trio.move_on_after(0.5):
             try:
-                await lease.stream.write(lease.session.send(TaskCancel(reason=reason)))
+                frame = lease.session.send(TaskCancel(reason=reason))
+                await lease.stream.write(frame)
+                if (traffic := current_traffic()) is not None:
+                    traffic.frames_sent += 1
+                    traffic.bytes_sent += len(frame)
             except (StreamBrokenError, LocalProtocolError) as exc:
                 log.debug("could not send cancel to %s: %s", peer_id_to_text(lease.peer), exc)

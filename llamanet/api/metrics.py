@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Final
 
+from llamanet.adapters.dht_stats import Histogram
 from llamanet.node.node import Node
 from llamanet.node.perf import percentile
 
@@ -39,6 +40,18 @@ class _Exposition:
         self.lines.append(f"# TYPE {name} {kind}")
         for labels, value in samples:
             self.lines.append(f"{name}{_labels(labels)} {float(value):g}")
+
+    def histogram(
+        self, name: str, help: str, series: Iterable[tuple[Mapping[str, str], Histogram]]
+    ) -> None:
+        self.lines.append(f"# HELP {name} {help}")
+        self.lines.append(f"# TYPE {name} histogram")
+        for labels, hist in series:
+            for bound, count in hist.cumulative():
+                le = "+Inf" if bound == float("inf") else f"{bound:g}"
+                self.lines.append(f"{name}_bucket{_labels({**labels, 'le': le})} {count}")
+            self.lines.append(f"{name}_sum{_labels(labels)} {hist.total:g}")
+            self.lines.append(f"{name}_count{_labels(labels)} {hist.count}")
 
     def text(self) -> str:
         return "\n".join(self.lines) + "\n"
@@ -101,6 +114,29 @@ def render_metrics(node: Node) -> str:
         "gauge",
         "Peers in the DHT routing table.",
         [({}, node.dht.routing_table_size())],
+    )
+    stats = node.dht.stats
+    out.family(
+        "llamanet_dht_operations_total",
+        "counter",
+        "DHT operations this node started, by operation and outcome.",
+        (({"op": op, "outcome": o}, n) for (op, o), n in sorted(stats.outcomes.items())),
+    )
+    out.histogram(
+        "llamanet_dht_operation_seconds",
+        "Time DHT operations took, by operation.",
+        (({"op": op}, h) for op, h in sorted(stats.seconds.items())),
+    )
+    out.histogram(
+        "llamanet_dht_lookup_hops",
+        "Longest chain of referrals a DHT operation's walk followed.",
+        (({"op": op}, h) for op, h in sorted(stats.hops.items())),
+    )
+    out.family(
+        "llamanet_dht_queries_total",
+        "counter",
+        "RPCs sent by DHT operations' walks, by operation.",
+        (({"op": op}, n) for op, n in sorted(stats.queries.items())),
     )
     out.family(
         "llamanet_dht_streams_refused_total",

@@ -292,3 +292,22 @@ async def test_metrics_in_prometheus_text_format(tmp_path: Path) -> None:
         assert any('capability="text.echo"' in x and x.endswith(" 1") for x in served)
         assert "llamanet_task_duration_seconds_count 1" in lines
         assert any(x.startswith("llamanet_peers_connected ") for x in lines)
+
+
+async def test_metrics_count_dht_operations_with_their_depth(tmp_path: Path) -> None:
+    async with (
+        start_node(tmp_path / "worker") as worker,
+        start_node(tmp_path / "asker", bootstrap=(worker.addrs()[0],)) as asker,
+        serving(worker) as api,
+    ):
+        assert await worker.dht.get_record(asker.peer_id) is not None
+        lines = (await api.client.get("/metrics")).text.splitlines()
+        ops = {
+            x.split(" ")[0]: float(x.split(" ")[1]) for x in lines if x.startswith("llamanet_dht_")
+        }
+        assert ops['llamanet_dht_operations_total{op="get_record",outcome="ok"}'] >= 1
+        assert ops['llamanet_dht_operation_seconds_count{op="get_record"}'] >= 1
+        assert ops['llamanet_dht_operation_seconds_bucket{le="+Inf",op="get_record"}'] >= 1
+        assert ops['llamanet_dht_lookup_hops_bucket{le="+Inf",op="get_record"}'] >= 1
+        assert ops['llamanet_dht_queries_total{op="get_record"}'] >= 1
+        assert any(k.startswith('llamanet_dht_operations_total{op="provide"') for k in ops)
