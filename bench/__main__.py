@@ -26,7 +26,10 @@ BENCHMARKS = [
     "llm_latency",
     "orchestration",
     "identity_cost",
+    "simnet_scale",
 ]
+# A thousand simulated nodes take a while on two cores.
+TIMEOUTS = {"simnet_scale": 5400}
 
 
 def run(name: str) -> dict[str, Any]:
@@ -36,7 +39,7 @@ def run(name: str) -> dict[str, Any]:
         cwd=HERE.parent,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=TIMEOUTS.get(name, 900),
         check=True,
     ).stdout
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
@@ -96,6 +99,10 @@ def render(results: dict[str, dict[str, Any]]) -> str:
         "",
         _identity_line(results["identity_cost"]),
         "",
+        "## simnet (`bench/simnet_scale.py`)",
+        "",
+        *_simnet_lines(results["simnet_scale"]),
+        "",
         "## Idle daemon (`bench/idle_rss.py`)",
         "",
         f"RSS after {rss['settle_s']:.0f} s idle: {rss['rss_mib']:.1f} MiB.",
@@ -148,6 +155,48 @@ def _identity_line(i: dict[str, Any]) -> str:
         f"{i['p90_s']:.2f} s; {i['identities']} identities, about {i['hashes_per_s']:,} "
         "hashes/s). Benchmarks and tests run their swarms at 8 bits."
     )
+
+
+def _simnet_lines(sim: dict[str, Any]) -> list[str]:
+    lines = [
+        "Fast mode (one process, virtual time, in-memory transport), "
+        "`simnet/scenarios/scale.toml` scaled; times simulated except wall time.",
+        "",
+        "| nodes | wall | peak RSS | discovery converged | lookup p50 / p95 | hops mean / max "
+        "| queries per lookup | tasks ok |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for s in sim["swarms"]:
+        d, lk, t = s["discovery"], s["lookups"], s["tasks"]
+        converged = d.get("convergence_s")
+        when = "not all" if converged is None else f"{converged:.2f} s"
+        lines.append(
+            f"| {s['nodes']} | {s['wall_s']:.0f} s | {s['peak_rss_mb']:.0f} MB "
+            f"| {when} ({d.get('found')}/{d.get('expected')}) "
+            f"| {_fmt(lk.get('latency_p50'))} / {_fmt(lk.get('latency_p95'))} s "
+            f"| {_fmt(lk.get('hops_mean'))} / {lk.get('hops_max')} "
+            f"| {_fmt(lk.get('queries_mean'))} "
+            f"| {_fmt(t.get('success_rate'))} of {t.get('count')} |"
+        )
+    comparison = sim.get("comparison")
+    if comparison:
+        lines += [
+            "",
+            "The seed comparison (`simnet/scenarios/comparison.toml`; a simulation):",
+            "",
+            "| strategy | tasks | mean latency | accuracy | cost per task |",
+            "|---|---|---|---|---|",
+        ]
+        for kind, f in comparison["strategies"].items():
+            lines.append(
+                f"| {kind} | {f.get('count')} | {_fmt(f.get('latency_mean'))} s "
+                f"| {_fmt(f.get('accuracy'))} | {_fmt(f.get('cost_per_task'))} |"
+            )
+    return lines
+
+
+def _fmt(value: Any) -> str:
+    return "—" if value is None else f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def main() -> None:

@@ -68,6 +68,20 @@ class LookupEvent:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class AttackEvent:
+    """One attempt by a ``forge`` or ``flood`` node, and what the target did."""
+
+    at: float
+    kind: str
+    """``forge.<forgery>`` or ``flood``."""
+    attacker: str
+    target: str
+    outcome: str
+    """forge: ``refused``, ``kept`` or ``unreachable``; flood: ``served`` or the
+    rejection's code (``overloaded``...)."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class ReputationSample:
     """What ``observer`` thought of ``peer`` at ``at`` (``liar``: the scenario made
     ``peer`` misbehave)."""
@@ -108,6 +122,9 @@ class RunLog:
     lookups: list[LookupEvent] = field(default_factory=list)
     reputation: list[ReputationSample] = field(default_factory=list)
     churn: list[ChurnEvent] = field(default_factory=list)
+    attacks: list[AttackEvent] = field(default_factory=list)
+    rejected_records: dict[str, int] = field(default_factory=dict)
+    """Records refused by honest nodes, by reason, summed at the end of the run."""
     notes: list[str] = field(default_factory=list)
     """What the report must say in words (e.g. "this is a simulation")."""
 
@@ -122,4 +139,5 @@ class RunLog:
         data["lookups"] = [LookupEvent(**x) for x in data.get("lookups", [])]
         data["reputation"] = [ReputationSample(**r) for r in data.get("reputation", [])]
         data["churn"] = [ChurnEvent(**c) for c in data.get("churn", [])]
+        data["attacks"] = [AttackEvent(**a) for a in data.get("attacks", [])]
         return cls(**data)

@@ -61,7 +61,12 @@ def run_fast(scenario: Scenario, *, progress: Progress | None = None) -> RunLog:
     bootstrap = (f"{listen[first]}/p2p/{peer_text(scenario.seed, first)}",)
 
     def host_builder(identity: Identity, addrs: Sequence[multiaddr.Multiaddr]) -> IHost:
-        return build_memory_host(identity.seed, network, addrs[0])
+        return build_memory_host(
+            identity.seed,
+            network,
+            addrs[0],
+            connection_budget=scenario.network.connection_budget,
+        )
 
     def emit(event: dict[str, Any]) -> None:
         collect_event(log, event)
@@ -76,7 +81,12 @@ def run_fast(scenario: Scenario, *, progress: Progress | None = None) -> RunLog:
                 bootstrap=bootstrap,
                 base=Path(base),
             )
-            t0 = trio.current_time() + START_PER_NODE * scenario.nodes + scenario.settle
+            t0 = (
+                trio.current_time()
+                + START_PER_NODE * scenario.nodes
+                + scenario.ramp
+                + scenario.settle
+            )
             await run_share(
                 scenario, share, emit, t0=t0, host_builder=host_builder, clock=simulated_wall_clock
             )

@@ -828,12 +828,20 @@ async def _no_auto_connect() -> None:
     return None
 
 
-def build_memory_host(seed32: bytes, network: MemoryNetwork, address: multiaddr.Multiaddr) -> IHost:
+def build_memory_host(
+    seed32: bytes,
+    network: MemoryNetwork,
+    address: multiaddr.Multiaddr,
+    *,
+    connection_budget: int | None = None,
+) -> IHost:
     """A py-libp2p ``BasicHost`` on ``network``: the Ed25519 key from ``seed32`` (as
     ``llamanet.adapters.libp2p_host.build_host`` derives it from an identity's
     seed), plaintext security, yamux, and llamanet's tweaks (llamanet's KAD
     protocol id, clean-EOF log filter, connection settings, no auto-connector).
-    Not yet listening: run it with ``host.run([address])``.
+    Not yet listening: run it with ``host.run([address])``.  ``connection_budget``
+    is :func:`llamanet.adapters.libp2p_host.connection_config`'s, with a 5 s grace
+    period (simulated runs are short).
 
     Plaintext (``/plaintext/2.0.0``) replaces Noise because fast mode does not
     measure cryptography and a Noise handshake per connection is pure CPU cost
@@ -856,7 +864,7 @@ def build_memory_host(seed32: bytes, network: MemoryNetwork, address: multiaddr.
         muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
         transports=[MemoryTransport(network, address)],
         listen_addrs=[address],
-        connection_config=connection_config(),
+        connection_config=connection_config(connection_budget, grace_period=5.0),
         enable_mDNS=False,
     )
     swarm: Any = host.get_network()

@@ -219,6 +219,25 @@ def _churn(log: RunLog) -> dict[str, Any]:
     }
 
 
+def _attacks(log: RunLog) -> dict[str, Any]:
+    outcomes: dict[str, Counter[str]] = defaultdict(Counter)
+    for attack in log.attacks:
+        outcomes[attack.kind][attack.outcome] += 1
+    forged: Counter[str] = Counter()
+    for kind, counts in outcomes.items():
+        if kind.startswith("forge."):
+            forged.update(counts)
+    flood = outcomes.get("flood", Counter())
+    return {
+        "by_kind": {kind: dict(sorted(c.items())) for kind, c in sorted(outcomes.items())},
+        # Of the forged records that reached their target, the share refused.
+        "forged_records_refused": _ratio(forged["refused"], forged["refused"] + forged["kept"]),
+        "flood_offers": sum(flood.values()),
+        "flood_served": _ratio(flood["served"], sum(flood.values())),
+        "records_rejected_by_honest_nodes": dict(sorted(log.rejected_records.items())),
+    }
+
+
 def summarize(log: RunLog) -> dict[str, Any]:
     """Every figure of a run, as a JSON-serialisable dict of sections."""
     return {
@@ -228,6 +247,7 @@ def summarize(log: RunLog) -> dict[str, Any]:
         "tasks": _tasks(log),
         "reputation": _reputation(log),
         "churn": _churn(log),
+        "attacks": _attacks(log),
     }
 
 

@@ -30,7 +30,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any, Final
 
-from .events import ChurnEvent, DiscoveryEvent, LookupEvent, ReputationSample, RunLog, TaskEvent
+from .events import (
+    AttackEvent,
+    ChurnEvent,
+    DiscoveryEvent,
+    LookupEvent,
+    ReputationSample,
+    RunLog,
+    TaskEvent,
+)
 from .scenario import Scenario, placements
 from .swarm import peer_text
 
@@ -89,6 +97,11 @@ def collect_event(log: RunLog, event: dict[str, Any]) -> None:
         log.reputation.append(ReputationSample(**event))
     elif kind == "churn":
         log.churn.append(ChurnEvent(**event))
+    elif kind == "attack":
+        log.attacks.append(AttackEvent(**event))
+    elif kind == "rejected_records":
+        for reason, count in event["counts"].items():
+            log.rejected_records[reason] = log.rejected_records.get(reason, 0) + int(count)
     elif kind == "rss":
         log.peak_rss_mb = max(log.peak_rss_mb, float(event["mb"]))
 
@@ -169,7 +182,9 @@ def run_processes(
             first = scenario.requesters
             bootstrap = [f"{listen[first]}/p2p/{peer_text(scenario.seed, first)}"]
         biggest = max(len(share) for share in shares)
-        t0_wall = time.time() + START_GRACE + START_PER_NODE * biggest + scenario.settle
+        t0_wall = (
+            time.time() + START_GRACE + START_PER_NODE * biggest + scenario.ramp + scenario.settle
+        )
         data = scenario_data(scenario)
         procs: list[subprocess.Popen[str]] = []
         try:

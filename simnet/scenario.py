@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 MODES: Final = ("fast", "real", "lan")
-BEHAVIOURS: Final = ("honest", "wrong", "slow", "drop")
+BEHAVIOURS: Final = ("honest", "wrong", "slow", "drop", "forge", "flood")
+TASK_BEHAVIOURS: Final = ("wrong", "slow", "drop")
+"""Behaviours that show in the answers (the others are attacks: simnet/attacks.py)."""
 STRATEGIES: Final = ("direct", "monolith", "decompose", "relay", "compare")
 COMPARED: Final = ("monolith", "decompose", "relay")
 """``compare`` runs these in turn, each on the same questions at the same times."""
@@ -56,7 +58,8 @@ class Group:
     capabilities: tuple[str, ...]
     behaviour: str = "honest"
     """``wrong`` answers wrongly, ``slow`` takes ten times as long, ``drop``
-    never answers."""
+    never answers; ``forge`` stores forged records at honest peers and ``flood``
+    floods them with task offers (simnet/attacks.py), both answering honestly."""
     behaviour_rate: float = 1.0
     """Fraction of tasks on which the behaviour shows."""
 
@@ -67,6 +70,9 @@ class Network:
     jitter_ms: float = 2.0
     loss: float = 0.0
     bandwidth_mbps: float | None = None
+    connection_budget: int | None = None
+    """Fast mode: connections a node keeps before closing idle ones (None: py-libp2p's
+    default of 300); a swarm of a thousand needs one."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -109,6 +115,10 @@ class Scenario:
     """Seconds of workload, after discovery has converged (or ``settle`` passed)."""
     settle: float = 20.0
     """Longest wait for discovery to converge before the workload starts."""
+    ramp: float = 0.0
+    """Seconds over which the nodes start, in index order after the bootstrap node
+    (0: all at once).  A thousand nodes dialling one bootstrap peer at the same
+    instant is not how swarms grow, and it is refused past its connection limit."""
     requesters: int = 1
     """Extra nodes, serving nothing, that submit the workload."""
     groups: tuple[Group, ...] = ()
@@ -208,7 +218,7 @@ def churn_schedule(scenario: Scenario) -> list[ChurnStep]:
 # -- parsing ------------------------------------------------------------------------------
 
 _TOP: Final = {
-    "name", "description", "mode", "seed", "duration", "settle", "requesters", "groups",
+    "name", "description", "mode", "seed", "duration", "settle", "ramp", "requesters", "groups",
     "profiles", "network", "churn", "workload", "notes",
 }  # fmt: skip
 
@@ -247,7 +257,7 @@ def parse_scenario(data: Mapping[str, Any], *, source: str, default_name: str = 
             problems.append(f"{where}.behaviour_rate must be between 0 and 1")
         groups.append(group)
     scalars = {k: data[k] for k in ("name", "description", "mode", "seed", "duration",
-                                    "settle", "requesters") if k in data}  # fmt: skip
+                                    "settle", "ramp", "requesters") if k in data}  # fmt: skip
     scalars.setdefault("name", default_name or "scenario")
     network = _table(Network, data.get("network", {}), "network", problems)
     churn = _table(Churn, data.get("churn", {}), "churn", problems)
@@ -287,6 +297,8 @@ def _check(s: Scenario) -> list[str]:
         value = getattr(s, name)
         if not isinstance(value, int | float) or value <= 0:
             problems.append(f"{name} must be a positive number of seconds")
+    if not isinstance(s.ramp, int | float) or s.ramp < 0:
+        problems.append("ramp must be zero or a positive number of seconds")
     if not isinstance(s.requesters, int) or s.requesters < 1:
         problems.append("requesters must be at least 1")
     if not s.groups:
@@ -323,6 +335,8 @@ def _check(s: Scenario) -> list[str]:
             problems.append(f"churn.{rate} must be >= 0")
     if s.network.latency_ms < 0 or s.network.jitter_ms < 0 or not 0 <= s.network.loss < 1:
         problems.append("network: latency and jitter must be >= 0, loss in [0, 1)")
+    if s.network.connection_budget is not None and s.network.connection_budget < 3:
+        problems.append("network.connection_budget: at least 3 connections")
     return problems
 
 

@@ -36,9 +36,11 @@ from llamanet.protocol.pow import solve_pow
 from llamanet.trust.keys import Identity, load_or_create_identity
 
 from .agents import SimulatedAgent, is_correct, make_question
+from .attacks import flood, forge
 from .events import ChurnEvent, DiscoveryEvent, LookupEvent, ReputationSample, TaskEvent
 from .scenario import (
     COMPARED,
+    TASK_BEHAVIOURS,
     Placement,
     Scenario,
     capabilities_for,
@@ -135,8 +137,21 @@ async def run_share(
     live = _Live()
     groups = {p.index: p.group for p in places.values()}
     liars = {
-        peer_text(scenario.seed, i) for i, g in groups.items() if g and g.behaviour != "honest"
+        peer_text(scenario.seed, i)
+        for i, g in groups.items()
+        if g and g.behaviour in TASK_BEHAVIOURS
     }
+    honest = [
+        peer_text(scenario.seed, i) for i, g in groups.items() if g and g.behaviour == "honest"
+    ]
+    wanted = capabilities_wanted(scenario)
+
+    async def attack(node: Node, index: int, behaviour: str) -> None:
+        await trio.sleep_until(t0)
+        if behaviour == "forge" and honest:
+            await forge(node, honest, emit, t0, seed=scenario.seed)
+        elif behaviour == "flood" and wanted:
+            await flood(node, wanted[index % len(wanted)], emit, t0, seed=scenario.seed)
 
     async def node_life(index: int, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         place = places[index]
@@ -160,6 +175,8 @@ async def run_share(
             ):
                 if share.api:
                     await services.start(serve_api, node)
+                if place.group is not None and place.group.behaviour in ("forge", "flood"):
+                    services.start_soon(attack, node, index, place.group.behaviour)
                 live.nodes[index] = node
                 task_status.started()
                 try:
@@ -176,6 +193,8 @@ async def run_share(
         async with trio.open_nursery() as starting:
             for index in share.indices:
                 if index not in first:
+                    if scenario.ramp:
+                        await trio.sleep_until(began + scenario.ramp * index / scenario.nodes)
                     starting.start_soon(nursery.start, node_life, index)
         emit({"type": "ready", "indices": list(share.indices)})
         for index in share.indices:
@@ -185,6 +204,10 @@ async def run_share(
         if 0 in share.indices and share.workload:
             requesters = [live.nodes[p.index] for p in places.values() if p.group is None]
             await _workload(scenario, requesters, groups, liars, emit, t0)
+            for index, node in live.nodes.items():
+                group = groups.get(index)
+                if group is None or group.behaviour == "honest":
+                    emit({"type": "rejected_records", "counts": dict(node.rejected_records)})
             emit({"type": "rss", "mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
             emit({"type": "done"})
             nursery.cancel_scope.cancel()

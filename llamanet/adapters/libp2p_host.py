@@ -118,9 +118,29 @@ def quiet_clean_eof_warnings() -> None:
         logger.addFilter(_EOF_FILTER)
 
 
-def connection_config() -> ConnectionConfig:
-    """Connection settings for llamanet hosts (see the module docstring)."""
+def connection_config(budget: int | None = None, *, grace_period: float = 20.0) -> ConnectionConfig:
+    """Connection settings for llamanet hosts (see the module docstring).
+
+    ``budget``: above this many connections, upstream's pruner closes idle ones
+    (no open streams, older than ``grace_period``) down to two thirds of it; a
+    DHT walk leaves a connection to every peer it asked, so a swarm of thousands
+    needs one.  Inbound connections are refused only at four times the budget.
+    ``None`` keeps upstream's watermarks (prune above 300, down to 100).
+    """
+    watermarks: dict[str, Any] = {}
+    if budget is not None:
+        if budget < 3:
+            raise ValueError("a connection budget below 3 leaves no room for a DHT walk")
+        low = budget * 2 // 3
+        watermarks = {
+            "high_watermark": budget,
+            "low_watermark": low,
+            "min_connections": min(low, ConnectionConfig.min_connections),
+            "max_connections": max(4 * budget, ConnectionConfig.max_connections),
+        }
     return ConnectionConfig(
+        **watermarks,
+        grace_period=grace_period,
         max_connections_per_peer=1,
         dial_timeout=5.0,
         outbound_upgrade_timeout=5.0,

@@ -374,3 +374,33 @@ def test_the_simulated_epoch_can_be_pinned() -> None:
 
     build_memory_host(seed_for(0), MemoryNetwork(), A)
     assert trio.run(main, clock=clock) == (1_767_225_610.0, 1_767_225_610.0)
+
+
+async def test_a_connection_budget_closes_idle_connections_past_their_grace(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    network = MemoryNetwork(seed=3, default_link=LinkModel(latency=0.01))
+    hub_addr = multiaddr.Multiaddr("/memory/100")
+    hub = build_memory_host(seed_for(100), network, hub_addr, connection_budget=3)
+    addrs = [multiaddr.Multiaddr(f"/memory/{i}") for i in range(8)]
+    spokes = [build_memory_host(seed_for(i), network, a) for i, a in enumerate(addrs)]
+    hub.set_stream_handler(ECHO, echo)
+    async with AsyncExitStack() as stack:
+        await stack.enter_async_context(run_memory_host(hub, [hub_addr]))
+        for spoke, addr in zip(spokes, addrs, strict=True):
+            await stack.enter_async_context(run_memory_host(spoke, [addr]))
+        for spoke in spokes[:6]:
+            await spoke.connect(PeerInfo(hub.get_id(), [hub_addr]))
+        # One spoke keeps a stream open: a connection in use is never closed.
+        busy = await spokes[0].new_stream(hub.get_id(), [ECHO])
+        assert len(hub.get_connected_peers()) == 6  # within the 5 s grace period
+        await trio.sleep(6)
+        # The next connection makes upstream's pruner look: down to two thirds.
+        await spokes[6].connect(PeerInfo(hub.get_id(), [hub_addr]))
+        await trio.sleep(2)
+        connected = hub.get_connected_peers()
+        assert len(connected) <= 3
+        assert spokes[0].get_id() in connected and spokes[6].get_id() in connected
+        await busy.write(b"still here")
+        assert await busy.read(100) == b"still here"
+        await busy.close()

@@ -53,6 +53,8 @@ def test_every_problem_is_reported_with_where_it_is() -> None:
     data["mode"] = "warp"
     data["groups"][0] |= {"profile": "nope", "behaviour": "evil", "count": 0}
     data["workload"] |= {"mix": {"sim.code": 1.0}, "verify": 0, "strategy": "magic"}
+    data["ramp"] = -1
+    data["network"] = {"connection_budget": 2}
     with pytest.raises(ScenarioError) as info:
         parse_scenario(data, source="bad.toml")
     text = str(info.value)
@@ -66,6 +68,8 @@ def test_every_problem_is_reported_with_where_it_is() -> None:
         "workload.verify must be at least 1",
         "workload.strategy must be one of",
         "workload.mix.sim.code: no group offers 'sim.code'",
+        "ramp must be zero or a positive number of seconds",
+        "network.connection_budget: at least 3 connections",
     ):
         assert expected in text
 
