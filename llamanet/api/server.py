@@ -21,6 +21,7 @@ Routes (JSON unless noted)::
     GET  /metrics                  Prometheus text format (metrics.py)
     GET  /v1/models, POST /v1/chat/completions, /v1/completions, /v1/embeddings
                                    OpenAI-compatible (see openai_compat.py)
+    GET  /.well-known/agent-card.json, POST /a2a   A2A agent card and JSON-RPC (a2a.py)
 
 Errors are ``{"error": {"type", "message", "code"?}}`` with a matching status.
 """
@@ -66,6 +67,7 @@ from llamanet.orchestrator.runner import StepEvent, run_workflow
 from llamanet.orchestrator.workflow import Workflow, WorkflowError, parse_workflow
 from llamanet.protocol.peer_ids import peer_id_to_text
 
+from .a2a import a2a_routes
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import render_metrics
 from .openai_compat import openai_routes
@@ -421,6 +423,7 @@ def build_app(node: Node, token: str) -> Starlette:
     routes = [
         Route("/metrics", guarded(metrics), methods=["GET"]),
         *openai_routes(node, guarded, _ServerSentEvents),
+        *a2a_routes(node, guarded),
         Route("/v1/status", guarded(status), methods=["GET"]),
         Route("/v1/peers", guarded(peers), methods=["GET"]),
         Route("/v1/record", guarded(record), methods=["GET"]),

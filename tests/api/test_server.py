@@ -40,6 +40,24 @@ def routes(dial_addr: str) -> list[tuple[str, str, dict[str, Any] | None]]:
         ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}),
         ("POST", "/v1/completions", {"prompt": "hi"}),
         ("POST", "/v1/embeddings", {"input": "hi"}),
+        ("GET", "/.well-known/agent-card.json", None),
+        (
+            "POST",
+            "/a2a",
+            {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "SendMessage",
+                "params": {
+                    "message": {
+                        "messageId": "m1",
+                        "role": "ROLE_USER",
+                        "parts": [{"text": "hi"}],
+                        "metadata": {"llamanet": {"capability": "text.echo", "timeout": 2}},
+                    }
+                },
+            },
+        ),
     ]
 
 
