@@ -40,6 +40,7 @@ examples:
   llamanet ask math.eval "2*(3+4)"
   llamanet ask text.echo "hi" --stream
   llamanet status --json
+  llamanet mcp                      # an MCP server on stdio, for MCP clients to spawn
 """
 
 
@@ -343,6 +344,22 @@ def _by(answer: dict[str, Any]) -> None:
     )
 
 
+def cmd_mcp(args: argparse.Namespace) -> int:
+    from llamanet.api.mcp_server import McpOptions, main
+
+    options = McpOptions(
+        transport=args.transport,
+        host=args.host,
+        port=args.port,
+        remote=args.remote,
+        refresh_interval=args.refresh,
+    )
+    # stderr only: in stdio mode stdout is the MCP channel.
+    setup_logging(args.log_level)
+    main(args.home, options)
+    return 0
+
+
 def node_config_from(args: argparse.Namespace) -> NodeConfig:
     config = load_config(args.home, args.config)
     skills: tuple[str, ...] | None = None
@@ -540,6 +557,32 @@ def build_parser() -> argparse.ArgumentParser:
     solve.add_argument("goal", help="what you want done, in words")
     solve.add_argument("--timeout", type=float, default=600.0, help="seconds (default 600)")
     solve.set_defaults(func=cmd_solve)
+
+    mcp = sub.add_parser(
+        "mcp",
+        help="serve the swarm's capabilities as MCP tools (stdio or streamable HTTP)",
+        description="Serve the swarm as MCP tools through the running node: one tool per "
+        "capability its peers offer, plus ask, find, solve and status. With --transport "
+        "http the endpoint is /mcp and needs 'Authorization: Bearer <token>'; the URL and "
+        "token are in HOME/mcp.json while it runs, the token stays in HOME/mcp.token.",
+    )
+    _common(mcp, top=False)
+    mcp.add_argument(
+        "--transport", choices=("stdio", "http"), default="stdio", help="default: stdio"
+    )
+    mcp.add_argument("--host", default="127.0.0.1", help="HTTP address (default: 127.0.0.1)")
+    mcp.add_argument("--port", type=int, default=0, help="HTTP port (default: any free port)")
+    mcp.add_argument(
+        "--remote",
+        action="store_true",
+        help="allow a non-loopback --host (the token is still required)",
+    )
+    mcp.add_argument(
+        "--refresh", type=float, default=5.0, metavar="SECONDS",
+        help="how often to look for capabilities joining or leaving (default 5)",
+    )  # fmt: skip
+    mcp.add_argument("--log-level", choices=LOG_LEVELS, default="warning", help="stderr verbosity")
+    mcp.set_defaults(func=cmd_mcp)
     return parser
 
 
