@@ -296,6 +296,23 @@ def cmd_solve(args: argparse.Namespace) -> int:
     return _show_run(args, "/v1/solve", {"goal": args.goal})
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from llamanet.api.dashboard import dashboard_link
+
+    link = dashboard_link(args.home)
+    if args.json:
+        _print_json({"url": link})
+    else:
+        print(link)
+        print("(the link holds the API token: open it in a browser on this machine only)",
+              file=sys.stderr)  # fmt: skip
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(link)
+    return 0
+
+
 def _show_run(args: argparse.Namespace, path: str, body: dict[str, Any]) -> int:
     with ApiClient(args.home, timeout=args.timeout) as api:
         for event in api.stream(path, body):
@@ -557,6 +574,13 @@ def build_parser() -> argparse.ArgumentParser:
     solve.add_argument("goal", help="what you want done, in words")
     solve.add_argument("--timeout", type=float, default=600.0, help="seconds (default 600)")
     solve.set_defaults(func=cmd_solve)
+
+    dashboard = sub.add_parser(
+        "dashboard", help="print the link that opens the daemon's live dashboard in a browser"
+    )
+    _common(dashboard, top=False)
+    dashboard.add_argument("--open", action="store_true", help="open it in the default browser")
+    dashboard.set_defaults(func=cmd_dashboard)
 
     mcp = sub.add_parser(
         "mcp",

@@ -19,6 +19,9 @@ Routes (JSON unless noted)::
     POST /v1/connect {addr}        dial a peer and add it to the DHT
 
     GET  /metrics                  Prometheus text format (metrics.py)
+    GET  /v1/tasks                 tasks in flight and recent, as trees
+    GET  /dashboard                the live dashboard, for a browser (dashboard.py; the
+                                   browser's cookie and its limits: auth.py)
     GET  /v1/models, POST /v1/chat/completions, /v1/completions, /v1/embeddings
                                    OpenAI-compatible (see openai_compat.py)
     GET  /.well-known/agent-card.json, POST /a2a   A2A agent card and JSON-RPC (a2a.py)
@@ -43,6 +46,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -68,6 +72,8 @@ from llamanet.orchestrator.workflow import Workflow, WorkflowError, parse_workfl
 from llamanet.protocol.peer_ids import peer_id_to_text
 
 from .a2a import a2a_routes
+from .auth import ApiAuth
+from .dashboard import SecurityHeaders, dashboard_routes
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import render_metrics
 from .openai_compat import openai_routes
@@ -264,7 +270,12 @@ def _streamed_run(
             }
         )
 
-    return _NdjsonStream(produce)
+    async def solve(emit: Emit) -> None:
+        # The plan and the run it leads to are one task for the dashboard.
+        with node.activity.track("solve", label=goal or ""):
+            await produce(emit)
+
+    return _NdjsonStream(produce if goal is None else solve)
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -272,17 +283,13 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 def build_app(node: Node, token: str) -> Starlette:
     """The ASGI app for ``node``, requiring ``token``."""
-    expected = f"Bearer {token}".encode()
+    auth = ApiAuth(token)
 
     def guarded(handler: Handler) -> Handler:
         async def endpoint(request: Request) -> Response:
-            given = request.headers.get("authorization", "").encode()
-            if not secrets.compare_digest(given, expected):
-                return JSONResponse(
-                    {"error": {"type": "Unauthorized", "message": "missing or wrong API token"}},
-                    status_code=401,
-                    headers={"WWW-Authenticate": "Bearer"},
-                )
+            refused = auth.refuse(request)
+            if refused is not None:
+                return refused
             try:
                 return await handler(request)
             except ApiError as exc:
@@ -432,8 +439,9 @@ def build_app(node: Node, token: str) -> Starlette:
         Route("/v1/run", guarded(run), methods=["POST"]),
         Route("/v1/solve", guarded(solve), methods=["POST"]),
         Route("/v1/connect", guarded(connect), methods=["POST"]),
+        *dashboard_routes(node, guarded, auth),
     ]
-    return Starlette(routes=routes)
+    return Starlette(routes=routes, middleware=[Middleware(SecurityHeaders)])
 
 
 def write_api_file(path: Path, url: str, token: str, peer_id: str) -> None:

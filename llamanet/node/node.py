@@ -13,6 +13,7 @@ cancels it, closes pooled streams and shuts the libp2p host down.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -22,7 +23,7 @@ from collections import Counter, defaultdict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Concatenate, Final, ParamSpec
 
 import multiaddr
 import trio
@@ -113,6 +114,7 @@ from llamanet.protocol.records import (
 from llamanet.trust.keys import Identity, load_or_create_identity
 from llamanet.trust.reputation import Outcome, ReputationStore
 
+from .activity import Activity
 from .agents import AgentBackend
 from .config import NodeConfig
 from .market import BID, Market
@@ -148,6 +150,7 @@ SPOT_CHECKS_KEPT: Final = 32
 MODEL_REFRESH_TIMEOUT: Final = 30.0
 # Failures caused by the task itself: another peer would fail the same way.
 _NOT_RETRYABLE: Final = frozenset({"bad_request", "too_large", "cancelled", "depth_exceeded"})
+LAST_SEEN_KEPT: Final = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +199,39 @@ class _ConnectionWatcher(INotifee):
         return None
 
 
+_AskArgs = ParamSpec("_AskArgs")
+
+
+def _tracked(
+    ask: Callable[Concatenate[Node, _AskArgs], Awaitable[Answer]],
+) -> Callable[Concatenate[Node, _AskArgs], Awaitable[Answer]]:
+    """Records each call of :meth:`Node.ask` in ``node.activity``: its attempts
+    and verification copies hang under it, and it under whatever asked."""
+
+    @functools.wraps(ask)
+    async def tracked(node: Node, /, *args: _AskArgs.args, **kwargs: _AskArgs.kwargs) -> Answer:
+        # Only the capability may come positionally (input is not recorded).
+        capability = args[0] if args else kwargs.get("capability", "")
+        parent, verify = kwargs.get("parent"), kwargs.get("verify", 1)
+        notes = [
+            f"verify {verify}" if isinstance(verify, int) and verify > 1 else "",
+            "hedged" if kwargs.get("hedge") else "",
+            f"session {kwargs['session']}" if kwargs.get("session") else "",
+        ]
+        with node.activity.track(
+            "ask",
+            str(capability),
+            parent=parent.hex() if isinstance(parent, bytes) else None,
+            peer=str(kwargs.get("peer") or ""),
+            label=", ".join(n for n in notes if n),
+        ) as entry:
+            answer = await ask(node, *args, **kwargs)
+            entry.peer = answer.peer
+            return answer
+
+    return tracked
+
+
 class Node:
     """Use :func:`open_node`; a ``Node`` is only usable while that context is open."""
 
@@ -211,6 +247,8 @@ class Node:
         self.clock = clock
         self.identity: Identity = load_or_create_identity(config.home)
         self.policy = RecordPolicy(pow_difficulty=config.pow_difficulty)
+        self.activity = Activity(clock=clock)
+        """Tasks asked for and served here, running and recent (``/v1/tasks``)."""
         self.worker = Worker(
             backends if backends is not None else [BuiltinBackend(config.skills)],
             WorkerLimits(
@@ -228,6 +266,7 @@ class Node:
                 idle_timeout=config.session_idle_timeout,
             ),
             delegator=lambda request: Delegation(self, request),
+            activity=self.activity,
         )
         self.conversations = Conversations(clock=clock)
         self._allow: frozenset[bytes] | None = (
@@ -306,6 +345,8 @@ class Node:
         """Peers that turned out not to speak the task protocol: never retried."""
         self._departed: dict[bytes, float] = {}
         """Peers seen leaving, and when; their DHT records are not trusted as alive."""
+        self._last_seen: dict[bytes, float] = {}
+        """When each peer last answered us (ping, record fetch, task), oldest first."""
         self._pow_nonce = b""
         self._running = False
         self.started_at = 0.0
@@ -796,6 +837,7 @@ class Node:
         stream = await open_stream(self.host, peer, CAPS_PROTOCOL)
         envelope = await fetch_record_bytes(stream)
         signed = self.accept_record(envelope, source=source, expected_peer=peer)
+        self._seen(peer)
         # We just talked to it: watch it, so that it leaves the candidates quickly
         # if it goes away.
         if peer not in self.liveness:
@@ -970,6 +1012,7 @@ class Node:
         now = trio.current_time()
         if ok:
             self.liveness.ping_succeeded(peer, now)
+            self._seen(peer)
         elif self.liveness.ping_failed(peer, now):
             self._on_departed(peer, f"no answer to {self.liveness.config.max_failures} pings")
 
@@ -986,6 +1029,7 @@ class Node:
 
     # -- tasks -------------------------------------------------------------------------------
 
+    @_tracked
     async def ask(
         self,
         capability: str,
@@ -1098,7 +1142,7 @@ class Node:
             )
             sent = trio.current_time()
             try:
-                result = await self.client.run(target, offer, on_event=on_event)
+                result = await self._attempt(target, offer, on_event)
             except TaskFailedError as exc:
                 if exc.code != "session_unknown" or full or conversation is None:
                     raise
@@ -1171,6 +1215,30 @@ class Node:
                 + "; ".join(f"{p[:16]}…: {e}" for p, e in attempts)
             )
         raise NoCandidatesError(capability, "every candidate failed", attempts)
+
+    async def _attempt(
+        self, target: bytes, offer: TaskOffer, on_event: EventCallback
+    ) -> TaskResult:
+        """One try of a task on one peer, recorded under the ask it belongs to."""
+        with self.activity.track(
+            "attempt", offer.cap, peer=peer_id_to_text(target), id=offer.id.hex()
+        ):
+            result = await self.client.run(target, offer, on_event=on_event)
+        self._seen(target)
+        return result
+
+    def _seen(self, peer: bytes) -> None:
+        self._last_seen.pop(peer, None)
+        self._last_seen[peer] = self.clock()
+        if len(self._last_seen) > LAST_SEEN_KEPT:
+            del self._last_seen[next(iter(self._last_seen))]
+
+    def liveness_of(self, peer: bytes) -> str:
+        """``alive`` or ``suspect`` (answering our pings or not lately), ``gone``
+        (declared departed) or ``unwatched`` (not pinged: known from the DHT only)."""
+        if peer in self.liveness:
+            return "suspect" if self.liveness.is_suspect(peer) else "alive"
+        return "gone" if peer in self._departed else "unwatched"
 
     def swarm_capabilities(self) -> list[str]:
         """Every capability in the verified records this node holds."""
@@ -1474,6 +1542,8 @@ class Node:
             "connected_peers": len(self.host.get_connected_peers()),
             "known_records": len(self.registry),
             "tasks_running": self.worker.in_flight,
+            "load": round(self.worker.load, 3),
+            "backends": [backend.name for backend in self.worker.backends],
             "tasks_served": {
                 f"{cap}:{outcome}": n for (cap, outcome), n in self.worker.outcomes.items()
             },
@@ -1523,6 +1593,9 @@ class Node:
         for peer, row in rows.items():
             row["connected"] = peer in connected
             row["in_routing_table"] = peer in in_table
+            row["liveness"] = self.liveness_of(peer)
+            seen = self._last_seen.get(peer)
+            row["last_seen_s"] = round(now - seen, 1) if seen is not None else None
         return sorted(rows.values(), key=lambda r: (not r["connected"], r["peer_id"]))
 
 

@@ -31,6 +31,7 @@ from llamanet.protocol.peer_ids import peer_id_to_text
 from llamanet.protocol.records import ModelInfo, model_meets
 from llamanet.trust.limits import PeerBuckets
 
+from .activity import FAILED, OK, Activity, Entry
 from .perf import ModelSpeed, SpeedBook
 from .sessions import FOLLOW_UP, SessionLimits, SessionStore, chat_messages
 
@@ -81,6 +82,8 @@ class _Admission:
         outcome = "failed"
         started = trio.current_time()
         self._worker.running[self._request.id] = self._request
+        entry = self._worker.record_start(self._request)
+        failure: BaseException | None = None
         try:
             request, context = self._worker.with_session_context(self._request)
             async with aclosing(self._worker.measured(self._backend, request)) as items:
@@ -93,9 +96,13 @@ class _Admission:
                                 request.requester, request.session, context, item.output
                             )
                     yield item
+        except BaseException as exc:
+            failure = exc
+            raise
         finally:
             self._worker.running.pop(self._request.id, None)
             self._worker.outcomes[(self._request.capability, outcome)] += 1
+            self._worker.record_end(entry, ok=outcome == "ok", failure=failure)
 
     def release(self) -> None:
         if not self._released:
@@ -114,6 +121,7 @@ class Worker:
         clock: Callable[[], float] = time.time,
         sessions: SessionLimits | None = None,
         delegator: Callable[[TaskRequest], Any] | None = None,
+        activity: Activity | None = None,
     ) -> None:
         self.backends = list(backends)
         self.limits = limits or WorkerLimits()
@@ -121,6 +129,8 @@ class Worker:
         self.sessions = SessionStore(sessions, clock=clock)
         self.delegator = delegator
         """Makes a running task's ``delegate`` (the node's; none for a bare worker)."""
+        self.activity = activity
+        """Where served tasks are recorded (the node's; none for a bare worker)."""
         self.running: dict[bytes, TaskRequest] = {}
         """Tasks admitted and not finished, by id: their parents and sub-tasks."""
         rate = self.limits.tasks_per_peer_per_s
@@ -138,6 +148,39 @@ class Worker:
 
     def capabilities(self) -> list[str]:
         return list(self._capabilities)
+
+    def record_start(self, request: TaskRequest) -> Entry | None:
+        """Record a served task in the activity; its delegated sub-tasks hang
+        under it, as the task id is the parent they are sent with."""
+        if self.activity is None:
+            return None
+        notes = []
+        if request.requested != request.capability:
+            notes.append(f"asked as {request.requested}")
+        if request.session:
+            notes.append(f"session {request.session}")
+        return self.activity.start(
+            "served",
+            request.capability,
+            # The parent is the requester's task (it only hangs under it if that
+            # runs here too).  This runs in whatever context the stream handler
+            # inherited, which says nothing about this task: no ambient parent.
+            parent=request.parent.hex() if request.parent else None,
+            ambient=False,
+            peer=request.requester,
+            label=", ".join(notes),
+            id=request.id.hex(),
+        )
+
+    def record_end(self, entry: Entry | None, *, ok: bool, failure: BaseException | None) -> None:
+        if entry is None or self.activity is None:
+            return
+        if ok:
+            self.activity.finish(entry, OK)
+        elif failure is not None:
+            self.activity.fail(entry, failure)  # cancelled, or failed with its message
+        else:
+            self.activity.finish(entry, FAILED, error="ended without a result")
 
     def refresh_capabilities(self) -> None:
         """Re-read what the backends serve (after a backend added or lost models)."""

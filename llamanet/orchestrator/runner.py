@@ -110,7 +110,20 @@ async def run_workflow(
     on_event: EventCallback | None = None,
     check: bool = True,
 ) -> WorkflowResult:
-    """Run ``workflow`` on ``input``; the output is its ``output`` step's."""
+    """Run ``workflow`` on ``input``; the output is its ``output`` step's.
+    The run and its steps are recorded in ``node.activity``."""
+    with node.activity.track("workflow", label=workflow.name):
+        return await _run_workflow(node, workflow, input, on_event=on_event, check=check)
+
+
+async def _run_workflow(
+    node: Node,
+    workflow: Workflow,
+    input: Any,
+    *,
+    on_event: EventCallback | None,
+    check: bool,
+) -> WorkflowResult:
     if check:
         await check_swarm(node, workflow)
     began = trio.current_time()
@@ -132,7 +145,8 @@ async def run_workflow(
         await emit(StepEvent(step=step.id, state="started"))
         started = trio.current_time()
         try:
-            values[step.id] = report.output = await _execute(node, step, values, report, emit)
+            with node.activity.track("step", report.capability, label=step.id):
+                values[step.id] = report.output = await _execute(node, step, values, report, emit)
         except (LlamanetError, KeyError) as exc:
             reason = str(exc)
             await emit(StepEvent(step=step.id, state="failed", error=reason))
