@@ -137,7 +137,13 @@ class _StreamHandler:
     async def run(self) -> None:
         try:
             async with trio.open_nursery() as nursery:
-                await self._read_loop(nursery)
+                reads, received = trio.open_memory_channel[bytes | StreamBrokenError](0)
+                pump = trio.CancelScope()
+                nursery.start_soon(self._pump, reads, pump)
+                try:
+                    await self._read_loop(nursery, received)
+                finally:
+                    pump.cancel()
         except StreamBrokenError as exc:
             log.debug("task stream from %s broke: %s", self.peer_text, exc)
         finally:
@@ -148,19 +154,44 @@ class _StreamHandler:
             else:
                 await self.stream.close()
 
+    async def _pump(
+        self, reads: trio.MemorySendChannel[bytes | StreamBrokenError], scope: trio.CancelScope
+    ) -> None:
+        # The timers below interrupt waiting for data, which must never interrupt
+        # a read itself: py-libp2p 0.8.1's YamuxStream.read takes the bytes out of
+        # its buffer and then awaits a window update, so a read cancelled there
+        # loses them (a requester's cancel sent just as the accept timer fired was
+        # dropped).  Reads happen here, uncancelled until the stream is done with;
+        # a rendezvous channel hands each one over, and waiting on it loses nothing.
+        with scope:
+            async with reads:
+                while True:
+                    try:
+                        data = await self.stream.read()
+                    except StreamBrokenError as exc:
+                        await reads.send(exc)
+                        return
+                    await reads.send(data)
+                    if not data:
+                        return
+
     def _arm_idle_timer(self, timeout: float) -> None:
         self.read_scope.deadline = trio.current_time() + timeout
 
-    async def _read_loop(self, nursery: trio.Nursery) -> None:
-        # The read is bounded by one timer that means, depending on the state:
-        # no complete task yet (first frame), idle between tasks, or "send the
-        # pending accept now" while a task runs.  Cancelling a read that is still
-        # waiting loses no data: py-libp2p only takes bytes from its buffer after
-        # the wait.
+    async def _read_loop(
+        self, nursery: trio.Nursery, received: trio.MemoryReceiveChannel[bytes | StreamBrokenError]
+    ) -> None:
+        # Waiting for data is bounded by one timer that means, depending on the
+        # state: no complete task yet (first frame), idle between tasks, or "send
+        # the pending accept now" while a task runs.
         self._arm_idle_timer(self.server.limits.first_frame_timeout)
         while True:
+            data = b""
             with self.read_scope:
-                data = await self.stream.read()
+                item = await received.receive()
+                if isinstance(item, StreamBrokenError):
+                    raise item
+                data = item
             fired = self.read_scope.cancelled_caught
             self.read_scope = trio.CancelScope(deadline=self.read_scope.deadline)
             if fired:

@@ -29,6 +29,7 @@ from llamanet.protocol.messages import (
     ErrorMessage,
     Message,
     TaskAccepted,
+    TaskCancel,
     TaskChunk,
     TaskOffer,
     TaskRejected,
@@ -42,10 +43,28 @@ WORKER = Identity(b"\x11" * 32)
 REQUESTER = Identity(b"\x12" * 32)
 
 
+class TakeThenWaitStreamDouble(TrioByteStream):
+    """TEST DOUBLE for py-libp2p 0.8.1's ``YamuxStream.read``, which takes the bytes
+    out of its buffer and then awaits (a window update): a read cancelled in that
+    wait has consumed data it never returns."""
+
+    async def read(self, max_bytes: int = 65536) -> bytes:
+        data = await super().read(max_bytes)
+        await trio.sleep(0.001)
+        return data
+
+
 class Harness:
     """A worker's TaskServer reachable through in-memory stream pairs."""
 
-    def __init__(self, nursery: trio.Nursery, server: TaskServer, worker: Worker) -> None:
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        server: TaskServer,
+        worker: Worker,
+        server_stream: type[TrioByteStream] = TrioByteStream,
+    ) -> None:
+        self.server_stream = server_stream
         self.nursery = nursery
         self.server = server
         self.worker = worker
@@ -62,7 +81,9 @@ class Harness:
     async def open(self, peer: bytes) -> ByteStream:
         self.opened += 1
         client_end, server_end = trio.testing.memory_stream_pair()
-        self.nursery.start_soon(self.server.serve, TrioByteStream(server_end, REQUESTER.peer_id))
+        self.nursery.start_soon(
+            self.server.serve, self.server_stream(server_end, REQUESTER.peer_id)
+        )
         return TrioByteStream(client_end, WORKER.peer_id)
 
     def offer(
@@ -98,7 +119,11 @@ async def read_messages(stream: ByteStream, decoder: FrameDecoder) -> list[Messa
 
 @asynccontextmanager
 async def harness(
-    *, max_concurrency: int = 4, max_frame_size: int = 1 << 20, idle_timeout: float = 60.0
+    *,
+    max_concurrency: int = 4,
+    max_frame_size: int = 1 << 20,
+    idle_timeout: float = 60.0,
+    server_stream: type[TrioByteStream] = TrioByteStream,
 ) -> AsyncIterator[Harness]:
     worker = Worker(
         [BuiltinBackend(), SlowSkillDouble(), CrashingSkillDouble()],
@@ -111,7 +136,7 @@ async def harness(
     )
     server = TaskServer(worker, WORKER, limits=limits, clock=Harness.wall)
     async with trio.open_nursery() as nursery:
-        yield Harness(nursery, server, worker)
+        yield Harness(nursery, server, worker, server_stream)
         nursery.cancel_scope.cancel()
 
 
@@ -204,6 +229,28 @@ async def test_cancel_from_outside_stops_the_worker(autojump_clock: trio.testing
         await trio.sleep(0.1)
         assert h.slow.cancelled == 1
         assert h.worker.in_flight == 0
+
+
+async def test_a_cancel_that_arrives_as_the_accept_timer_fires_is_not_lost(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The worker holds back "accept" for 5 ms (to send it with the first output)
+    # by timing out its wait for data: it reads the offer at 0 and has it at 1 ms,
+    # so the timer fires at 6 ms, while the read that took the cancel at 5.5 ms
+    # is still waiting to return it (6.5 ms).
+    async with harness(server_stream=TakeThenWaitStreamDouble) as h:
+        stream, decoder = await h.raw()
+        await stream.write(encode_frame(h.offer("test.slow", None, timeout=60)))
+        await trio.sleep(0.0055)
+        await stream.write(encode_frame(TaskCancel(reason="changed my mind")))
+        with trio.fail_after(2):
+            messages: list[Message] = []
+            while not any(isinstance(m, ErrorMessage) for m in messages):
+                decoder.receive_data(await stream.read())
+                messages.extend(decode_message(body) for body in decoder.frames())
+        assert isinstance(messages[0], TaskAccepted)
+        assert [m.code for m in messages if isinstance(m, ErrorMessage)] == ["cancelled"]
+        assert h.slow.cancelled == 1
 
 
 async def test_garbage_gets_bad_request_then_reset(autojump_clock: trio.testing.MockClock) -> None:
