@@ -40,7 +40,7 @@ import secrets
 import stat
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -85,6 +85,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_BODY: Final = 8 * 1024 * 1024
+T = TypeVar("T")
 
 
 def jsonable(value: Any) -> Any:
@@ -281,6 +282,35 @@ def _streamed_run(
 Handler = Callable[[Request], Awaitable[Response]]
 
 
+class ClientGoneError(Exception):
+    """The HTTP client disconnected before its answer was ready."""
+
+
+async def until_disconnect(request: Request, call: Callable[[], Awaitable[T]]) -> T:
+    """``call()``, cancelled if the client goes away first, so a task nobody waits
+    for any more stops on its peer too.  The request's body must have been read."""
+    result: list[T] = []
+    error: Exception | None = None
+    async with trio.open_nursery() as nursery:
+
+        async def watch() -> None:
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(watch)
+        try:
+            result.append(await call())
+        except Exception as exc:  # re-raised as itself, not in the nursery's group
+            error = exc
+        nursery.cancel_scope.cancel()
+    if error is not None:
+        raise error
+    if not result:
+        raise ClientGoneError()
+    return result[0]
+
+
 def build_app(node: Node, token: str) -> Starlette:
     """The ASGI app for ``node``, requiring ``token``."""
     auth = ApiAuth(token)
@@ -401,7 +431,10 @@ def build_app(node: Node, token: str) -> Starlette:
             return JSONResponse(reply)
         if body.get("stream"):
             return _streamed_ask(node, args)
-        answer = await node.ask(**args)
+        try:
+            answer = await until_disconnect(request, lambda: node.ask(**args))
+        except ClientGoneError:
+            return Response(status_code=499)  # nobody reads it; nginx's "client closed"
         return JSONResponse(answer_json(answer))
 
     async def run(request: Request) -> Response:

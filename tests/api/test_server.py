@@ -22,7 +22,8 @@ from llamanet.node.node import Node
 from llamanet.protocol.peer_ids import peer_id_from_public_key
 from llamanet.protocol.records import RECORD_DOMAIN, RECORD_PAYLOAD_TYPE, open_envelope
 
-from ..nodes import start_node, start_swarm
+from ..doubles import SlowSkillDouble
+from ..nodes import eventually, start_node, start_swarm
 
 
 def routes(dial_addr: str) -> list[tuple[str, str, dict[str, Any] | None]]:
@@ -333,3 +334,17 @@ async def test_metrics_count_dht_operations_with_their_depth(tmp_path: Path) -> 
         assert ops['llamanet_dht_lookup_hops_bucket{le="+Inf",op="get_record"}'] >= 1
         assert ops['llamanet_dht_queries_total{op="get_record"}'] >= 1
         assert any(k.startswith('llamanet_dht_operations_total{op="provide"') for k in ops)
+
+
+async def test_an_ask_whose_client_left_stops_on_the_peer(tmp_path: Path) -> None:
+    slow = SlowSkillDouble()
+    async with (
+        start_node(tmp_path / "worker", backends=[slow]) as worker,
+        start_node(tmp_path / "asker", bootstrap=(worker.addrs()[0],)) as asker,
+        serving(asker) as api,
+    ):
+        body = {"cap": "test.slow", "input": None, "peer": worker.peer_id_text, "timeout": 60}
+        with pytest.raises(httpx.ReadTimeout):
+            await api.client.post("/v1/ask", json=body, timeout=1.0)
+        await eventually(lambda: slow.cancelled == 1, timeout=10)
+        assert slow.finished == 0
