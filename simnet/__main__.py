@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import sys
 import time
@@ -21,8 +22,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .events import RunLog
 from .report import render_comparison, render_terminal, write_report
-from .runner import run_processes
+from .runner import expected_discoveries, run_processes
 from .scenario import COMPARED, MODES, Scenario, ScenarioError, load_scenario
+from .swarm import capabilities_wanted
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 
@@ -94,7 +96,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             total=_expected_tasks(scenario),
             status="starting nodes",
         )
-        counts = {"ok": 0, "failed": 0}
+        counts = {"ok": 0, "failed": 0, "found": 0}
+        expected = expected_discoveries(scenario, capabilities_wanted(scenario))
 
         def on_event(event: dict[str, Any]) -> None:
             if event["type"] == "task":
@@ -103,7 +106,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                     bar, advance=1, status=f"{counts['ok']} ok, {counts['failed']} failed"
                 )
             elif event["type"] == "discovery":
-                progress.update(bar, status="discovering")
+                counts["found"] += 1
+                progress.update(bar, status=f"discovered {counts['found']}/{expected}")
 
         log = run_scenario(scenario, progress=on_event, logs=out)
     summary = write_report(log, out)
@@ -116,6 +120,15 @@ def run_scenario(scenario: Scenario, *, progress: Any = None, logs: Path | None 
     if scenario.mode == "fast":
         from .fast import run_fast
 
+        if logs is not None:
+            # The nodes' warnings (py-libp2p's included) go to a file, as each real
+            # mode process's do, not over the progress bar.
+            handler = logging.FileHandler(logs / "fast.log")
+            handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+            logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
+            # py-libp2p's logger has no handler and does not propagate, so its
+            # warnings would reach stderr through logging's last resort.
+            logging.getLogger("libp2p").propagate = True
         return run_fast(scenario, progress=progress)
     return run_processes(scenario, scenario.mode, progress=progress, logs=logs)
 

@@ -76,6 +76,17 @@ class Network:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class NodeSettings:
+    """How often every node does its upkeep (llamanet's own settings)."""
+
+    refresh_interval: float = 30.0
+    """Routing-table refresh; short, so a node up before its bootstrap peer soon
+    retries (llamanet's default is 300 s)."""
+    liveness_interval: float = 5.0
+    """Pings of the peers a node watches (llamanet's default)."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Churn:
     join_per_min: float = 0.0
     leave_per_min: float = 0.0
@@ -124,6 +135,7 @@ class Scenario:
     groups: tuple[Group, ...] = ()
     profiles: Mapping[str, Profile] = field(default_factory=dict)
     network: Network = Network()
+    node: NodeSettings = NodeSettings()
     churn: Churn = Churn()
     workload: Workload = Workload()
     notes: tuple[str, ...] = ()
@@ -219,7 +231,7 @@ def churn_schedule(scenario: Scenario) -> list[ChurnStep]:
 
 _TOP: Final = {
     "name", "description", "mode", "seed", "duration", "settle", "ramp", "requesters", "groups",
-    "profiles", "network", "churn", "workload", "notes",
+    "profiles", "network", "node", "churn", "workload", "notes",
 }  # fmt: skip
 
 
@@ -261,6 +273,7 @@ def parse_scenario(data: Mapping[str, Any], *, source: str, default_name: str = 
     scalars.setdefault("name", default_name or "scenario")
     network = _table(Network, data.get("network", {}), "network", problems)
     churn = _table(Churn, data.get("churn", {}), "churn", problems)
+    node = _table(NodeSettings, data.get("node", {}), "node", problems)
     workload = _table(Workload, data.get("workload", {}), "workload", problems)
     notes = data.get("notes", [])
     if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
@@ -274,6 +287,7 @@ def parse_scenario(data: Mapping[str, Any], *, source: str, default_name: str = 
             profiles={k: v for k, v in profiles.items() if v is not None},
             network=network or Network(),
             churn=churn or Churn(),
+            node=node or NodeSettings(),
             workload=workload or Workload(),
             notes=tuple(notes),
         )
@@ -297,6 +311,8 @@ def _check(s: Scenario) -> list[str]:
         value = getattr(s, name)
         if not isinstance(value, int | float) or value <= 0:
             problems.append(f"{name} must be a positive number of seconds")
+    if min(s.node.refresh_interval, s.node.liveness_interval) <= 0:
+        problems.append("node: intervals must be positive numbers of seconds")
     if not isinstance(s.ramp, int | float) or s.ramp < 0:
         problems.append("ramp must be zero or a positive number of seconds")
     if not isinstance(s.requesters, int) or s.requesters < 1:

@@ -108,8 +108,8 @@ def node_config(scenario: Scenario, share: Share, place: Placement) -> NodeConfi
         warmup=False,
         spot_check_interval=0.0,
         price=price,
-        # Short, so a node that came up before its bootstrap peer soon retries.
-        refresh_interval=30.0,
+        refresh_interval=scenario.node.refresh_interval,
+        liveness_interval=scenario.node.liveness_interval,
         log_level="warning",
     )
 
