@@ -58,7 +58,7 @@ from llamanet.node.node import Answer, Node
 from llamanet.protocol.capabilities import validate_capability
 from llamanet.protocol.peer_ids import peer_id_from_text
 
-from .openai_compat import _extension, model_constraint
+from .openai_compat import llamanet_extension, model_constraint
 from .options import ApiError
 
 log = logging.getLogger(__name__)
@@ -864,7 +864,7 @@ class A2AEndpoint:
     def _ask_args(self, meta: Mapping[str, Any]) -> Json:
         """``Node.ask`` arguments from ``metadata.llamanet``."""
         try:
-            ask = _extension({"llamanet": dict(meta)})
+            ask = llamanet_extension({"llamanet": dict(meta)})
         except ApiError as exc:
             raise _bad(f"metadata.{exc}") from None
         capability = meta.get("capability", DEFAULT_CAPABILITY)

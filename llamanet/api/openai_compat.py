@@ -99,7 +99,7 @@ def model_constraint(node: Node, model: Any) -> dict[str, Any] | None:
     )
 
 
-def _extension(body: dict[str, Any]) -> dict[str, Any]:
+def llamanet_extension(body: dict[str, Any]) -> dict[str, Any]:
     ext = body.get("llamanet") or {}
     if not isinstance(ext, dict):
         raise _bad("'llamanet' must be an object")
@@ -188,7 +188,7 @@ def openai_routes(node: Node, guarded: Guard, stream: Stream) -> list[Route]:
             "input": input,
             "params": _params(body),
             "model": model_constraint(node, body.get("model")),
-            **_extension(body),
+            **llamanet_extension(body),
         }
         ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
         created = int(time.time())
@@ -253,7 +253,7 @@ def openai_routes(node: Node, guarded: Guard, stream: Stream) -> list[Route]:
             _capability(body, "llm.embed"),
             {"texts": texts},
             model=model_constraint(node, body.get("model")),
-            **_extension(body),
+            **llamanet_extension(body),
         )
         vectors = answer.output if isinstance(answer.output, list) else []
         usage = _usage(answer)

@@ -31,6 +31,7 @@ from llamanet.protocol.records import ModelInfo
 
 from ..doubles import SlowSkillDouble
 from ..nodes import providers_of, start_node
+from .test_dashboard import WORKFLOW
 from .test_server import serving
 
 if TYPE_CHECKING:
@@ -56,15 +57,6 @@ WAIT: Final = 15.0
 # record, an error message in its answer.  Both must reach the page as text.
 HOSTILE_MODEL: Final = '<img src=x onerror="window.__pwned = 1">'
 HOSTILE_ERROR: Final = '<b id="injected">boom</b>'
-
-WORKFLOW: Final = {
-    "name": "sums",
-    "steps": [
-        {"id": "a", "capability": "math.eval", "input": "2*3"},
-        {"id": "b", "capability": "math.eval", "input": "{{a}}+1"},
-    ],
-    "output": "b",
-}
 
 
 @dataclass(frozen=True)
