@@ -1,6 +1,7 @@
 """Run every benchmark script and record the figures in bench/RESULTS.md.
 
-    python -m bench            (what `make bench` runs)
+    python -m bench                      (what `make bench` runs)
+    python -m bench --only simnet_scale  (run one, and rewrite its section alone)
 
 Each entry runs as ``python -m bench.<name> --json`` in its own process, so one
 benchmark's sockets and memory never skew the next.
@@ -8,6 +9,7 @@ benchmark's sockets and memory never skew the next.
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import os
@@ -15,7 +17,7 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = [
@@ -30,6 +32,7 @@ BENCHMARKS = [
 ]
 # A thousand simulated nodes take a while on two cores.
 TIMEOUTS = {"simnet_scale": 5400}
+SIMNET_HEADING: Final = "## simnet (`bench/simnet_scale.py`)"
 
 
 def run(name: str) -> dict[str, Any]:
@@ -99,7 +102,7 @@ def render(results: dict[str, dict[str, Any]]) -> str:
         "",
         _identity_line(results["identity_cost"]),
         "",
-        "## simnet (`bench/simnet_scale.py`)",
+        SIMNET_HEADING,
         "",
         *_simnet_lines(results["simnet_scale"]),
         "",
@@ -199,10 +202,28 @@ def _fmt(value: Any) -> str:
     return "—" if value is None else f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
+def replace_section(document: str, heading: str, lines: list[str]) -> str:
+    """``document`` with the section under ``heading`` (to the next ``## ``) replaced,
+    or added at the end."""
+    if heading not in document:
+        return document.rstrip("\n") + "\n\n" + "\n".join([heading, "", *lines, ""])
+    start = document.index(heading)
+    end = document.find("\n## ", start + len(heading))
+    rest = document[end + 1 :] if end >= 0 else ""
+    return document[:start] + "\n".join([heading, "", *lines, "", ""]) + rest
+
+
 def main() -> None:
-    results = {name: run(name) for name in BENCHMARKS}
-    (HERE / "RESULTS.md").write_text(render(results))
-    print(f"wrote {HERE / 'RESULTS.md'}")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=("simnet_scale",), help="run one benchmark")
+    args = parser.parse_args()
+    path = HERE / "RESULTS.md"
+    if args.only == "simnet_scale":
+        lines = _simnet_lines(run("simnet_scale"))
+        path.write_text(replace_section(path.read_text(), SIMNET_HEADING, lines))
+    else:
+        path.write_text(render({name: run(name) for name in BENCHMARKS}))
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ runs ``simnet/scenarios/comparison.toml``.  Times are simulated seconds except
 ``wall_s``; memory is the run's peak RSS.
 
     python -m bench.simnet_scale [--nodes 100,1000] [--no-comparison] [--json]
+
+`make bench` runs 100 nodes; a thousand take much longer (see RESULTS.md).
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ def comparison() -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--nodes", default="100,1000", help="comma-separated swarm sizes")
+    parser.add_argument("--nodes", default="100", help="comma-separated swarm sizes")
     parser.add_argument("--no-comparison", action="store_true")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
