@@ -27,7 +27,7 @@ from . import memory_transport
 from .events import RunLog
 from .memory_transport import LinkModel, MemoryNetwork, build_memory_host
 from .runner import Progress, collect_event, expected_discoveries, new_log
-from .scenario import Scenario
+from .scenario import Scenario, bootstrap_indices
 from .swarm import Share, capabilities_wanted, peer_text, run_share
 
 START_PER_NODE = 0.05
@@ -57,8 +57,9 @@ def run_fast(scenario: Scenario, *, progress: Progress | None = None) -> RunLog:
     log.expected_discoveries = expected_discoveries(scenario, capabilities_wanted(scenario))
     network = MemoryNetwork(seed=scenario.seed, default_link=_link(scenario))
     listen = {i: str(MemoryNetwork.address(i)) for i in range(scenario.nodes)}
-    first = scenario.requesters
-    bootstrap = (f"{listen[first]}/p2p/{peer_text(scenario.seed, first)}",)
+    bootstrap = {
+        i: f"{listen[i]}/p2p/{peer_text(scenario.seed, i)}" for i in bootstrap_indices(scenario)
+    }
 
     def host_builder(identity: Identity, addrs: Sequence[multiaddr.Multiaddr]) -> IHost:
         return build_memory_host(

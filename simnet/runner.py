@@ -39,7 +39,7 @@ from .events import (
     RunLog,
     TaskEvent,
 )
-from .scenario import Scenario, placements
+from .scenario import Scenario, bootstrap_indices, placements
 from .swarm import peer_text
 
 NODES_PER_PROCESS: Final = 50
@@ -174,13 +174,15 @@ def run_processes(
             for host, share in enumerate(shares):
                 for k, index in enumerate(share):
                     listen[index] = f"/ip4/{lan.addresses[host]}/tcp/{4001 + k}"
-            bootstrap: list[str] = []
+            bootstrap: dict[str, str] = {}
         else:
             shares = _shares(scenario, per_process)
             ports = _free_ports(scenario.nodes)
             listen = {i: f"/ip4/127.0.0.1/tcp/{ports[i]}" for i in range(scenario.nodes)}
-            first = scenario.requesters
-            bootstrap = [f"{listen[first]}/p2p/{peer_text(scenario.seed, first)}"]
+            bootstrap = {
+                str(i): f"{listen[i]}/p2p/{peer_text(scenario.seed, i)}"
+                for i in bootstrap_indices(scenario)
+            }
         biggest = max(len(share) for share in shares)
         t0_wall = (
             time.time() + START_GRACE + START_PER_NODE * biggest + scenario.ramp + scenario.settle

@@ -84,6 +84,9 @@ class NodeSettings:
     retries (llamanet's default is 300 s)."""
     liveness_interval: float = 5.0
     """Pings of the peers a node watches (llamanet's default)."""
+    bootstrap_nodes: int = 1
+    """How many of the first group nodes serve as bootstrap peers; each other
+    node dials two of them (by its index), so no one peer takes every join."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -162,6 +165,22 @@ def capabilities_for(strategy: str) -> tuple[str, ...]:
     if strategy == "compare":
         return tuple(sorted({c for s in COMPARED for c in capabilities_for(s)}))
     return ("sim.composite",)
+
+
+def bootstrap_indices(scenario: Scenario) -> tuple[int, ...]:
+    """The nodes others bootstrap from: the first group nodes (after the requesters)."""
+    first = scenario.requesters
+    return tuple(range(first, first + scenario.node.bootstrap_nodes))
+
+
+def bootstraps_of(scenario: Scenario, index: int) -> tuple[int, ...]:
+    """Which of them node ``index`` dials: two, spread by index; a bootstrap node
+    dials only those started before it."""
+    boots = bootstrap_indices(scenario)
+    peers = [i for i in boots if i < index] if index in boots else list(boots)
+    if len(peers) <= 2:
+        return tuple(peers)
+    return (peers[index % len(peers)], peers[(index + 1) % len(peers)])
 
 
 def node_seed(seed: int, index: int) -> bytes:
@@ -313,6 +332,8 @@ def _check(s: Scenario) -> list[str]:
             problems.append(f"{name} must be a positive number of seconds")
     if min(s.node.refresh_interval, s.node.liveness_interval) <= 0:
         problems.append("node: intervals must be positive numbers of seconds")
+    if not 1 <= s.node.bootstrap_nodes <= max(1, sum(g.count for g in s.groups)):
+        problems.append("node.bootstrap_nodes: from 1 to the number of group nodes")
     if not isinstance(s.ramp, int | float) or s.ramp < 0:
         problems.append("ramp must be zero or a positive number of seconds")
     if not isinstance(s.requesters, int) or s.requesters < 1:

@@ -43,6 +43,8 @@ from .scenario import (
     TASK_BEHAVIOURS,
     Placement,
     Scenario,
+    bootstrap_indices,
+    bootstraps_of,
     capabilities_for,
     churn_schedule,
     node_seed,
@@ -65,8 +67,8 @@ class Share:
     indices: tuple[int, ...]
     listen: Mapping[int, str]
     """Node index -> listen multiaddr (without ``/p2p``)."""
-    bootstrap: tuple[str, ...]
-    """Full multiaddrs (with ``/p2p/<id>``) every node bootstraps from."""
+    bootstrap: Mapping[int, str]
+    """Bootstrap node index -> its full multiaddr (with ``/p2p/<id>``)."""
     base: Path
     mdns: bool = False
     api: bool = False
@@ -92,13 +94,15 @@ def _prepare_home(home: Path, seed: bytes) -> None:
 
 def node_config(scenario: Scenario, share: Share, place: Placement) -> NodeConfig:
     home = share.base / f"n{place.index}"
-    own = peer_text(scenario.seed, place.index)
     _prepare_home(home, node_seed(scenario.seed, place.index))
     price = scenario.profiles[place.group.profile].price if place.group else 0.0
     return NodeConfig(
         home=home,
         listen=(share.listen[place.index],),
-        bootstrap=tuple(b for b in share.bootstrap if not b.endswith(own)),
+        # (lan mode has none: mDNS finds the peers.)
+        bootstrap=tuple(
+            share.bootstrap[i] for i in bootstraps_of(scenario, place.index) if i in share.bootstrap
+        ),
         bootstrap_file=share.base / "no-bootstrap.toml",
         mdns=share.mdns,
         backends=("builtin",),
@@ -186,8 +190,9 @@ async def run_share(
                     services.cancel_scope.cancel()
 
     async with trio.open_nursery() as nursery:
-        # The bootstrap node (the first group node) first: the others dial it.
-        first = [i for i in share.indices if i == scenario.requesters]
+        # The bootstrap nodes (the first group nodes) first, in order: the others
+        # dial them.
+        first = [i for i in bootstrap_indices(scenario) if i in share.indices]
         for index in first:
             await nursery.start(node_life, index)
         async with trio.open_nursery() as starting:

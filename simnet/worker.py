@@ -30,7 +30,7 @@ async def _main(spec: dict[str, Any]) -> None:
     share = Share(
         indices=tuple(spec["indices"]),
         listen={int(k): v for k, v in spec["listen"].items()},
-        bootstrap=tuple(spec["bootstrap"]),
+        bootstrap={int(k): v for k, v in spec["bootstrap"].items()},
         base=Path(spec["base"]),
         mdns=bool(spec.get("mdns", False)),
         api=bool(spec.get("api", False)),
