@@ -10,6 +10,8 @@ import pytest
 
 from simnet.scenario import (
     ScenarioError,
+    bootstrap_indices,
+    bootstraps_of,
     churn_schedule,
     load_scenario,
     node_seed,
@@ -45,6 +47,23 @@ def test_a_minimal_scenario_has_defaults() -> None:
     assert [p.group.name if p.group else None for p in placements(scenario)] == [
         None, "g", "g", "g"
     ]  # fmt: skip
+
+
+def test_joins_spread_over_the_bootstrap_peers() -> None:
+    data = tomllib.loads(MINIMAL)
+    data["groups"][0]["count"] = 12
+    data["node"] = {"bootstrap_nodes": 4}
+    scenario = parse_scenario(data, source="t.toml")
+    assert bootstrap_indices(scenario) == (1, 2, 3, 4)
+    # Each bootstrap peer dials only those started before it ...
+    assert [bootstraps_of(scenario, i) for i in (1, 2, 3, 4)] == [(), (1,), (1, 2), (2, 3)]
+    # ... and every other node two of them, each taking a share of the joins.
+    dialled = [b for i in range(5, 13) for b in bootstraps_of(scenario, i)]
+    assert all(len(bootstraps_of(scenario, i)) == 2 for i in range(5, 13))
+    assert {b: dialled.count(b) for b in (1, 2, 3, 4)} == {1: 4, 2: 4, 3: 4, 4: 4}
+    # The requesters too: one bootstrap peer is the default.
+    single = parse_scenario(tomllib.loads(MINIMAL), source="t.toml")
+    assert [bootstraps_of(single, i) for i in range(4)] == [(1,), (), (1,), (1,)]
 
 
 def test_every_problem_is_reported_with_where_it_is() -> None:
