@@ -133,8 +133,8 @@ def _workdir() -> Iterator[Path]:
 
 def _shares(scenario: Scenario, per_process: int) -> list[list[int]]:
     indices = [p.index for p in placements(scenario)]
-    # Process 0 holds the requesters and the bootstrap node (the first after them).
-    first = scenario.requesters + 1
+    # Process 0 holds the requesters and the bootstrap nodes (the first after them).
+    first = scenario.requesters + scenario.node.bootstrap_nodes
     head, rest = indices[:first], indices[first:]
     processes = max(1, math.ceil(len(indices) / per_process))
     shares = [head] + [[] for _ in range(processes - 1)]
@@ -248,15 +248,15 @@ def run_processes(
 
 
 def _wait_ready(proc: subprocess.Popen[str], log: RunLog, deadline: float) -> None:
-    """Read the first process's events until its nodes (the bootstrap node among
-    them) are up, so that the other processes' nodes find it on their first try."""
+    """Read the first process's events until its bootstrap nodes are up, so that the
+    other processes' nodes find them on their first try."""
     assert proc.stdout is not None
     while time.time() < deadline:
         line = proc.stdout.readline()
         if not line:
             raise RuntimeError("the first simnet worker exited before its nodes were up")
         event = _collect_line(log, line)
-        if event is not None and event["type"] == "ready":
+        if event is not None and event["type"] in ("bootstrap_ready", "ready"):
             return
     raise RuntimeError("the first simnet worker's nodes did not come up in time")
 

@@ -195,6 +195,7 @@ async def run_share(
         first = [i for i in bootstrap_indices(scenario) if i in share.indices]
         for index in first:
             await nursery.start(node_life, index)
+        emit({"type": "bootstrap_ready", "indices": first})
         async with trio.open_nursery() as starting:
             for index in share.indices:
                 if index not in first:
