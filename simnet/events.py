@@ -52,6 +52,8 @@ class DiscoveryEvent:
     node: str
     capability: str
     at: float
+    after_join: float | None = None
+    """Seconds since ``node`` itself was up (with a ramp, nodes join over time)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

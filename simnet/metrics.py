@@ -81,6 +81,12 @@ def discovery_times(log: RunLog) -> list[float]:
 
 def _discovery(log: RunLog) -> dict[str, Any]:
     times = discovery_times(log)
+    first: dict[tuple[str, str], float] = {}
+    for event in log.discovery:
+        if event.after_join is not None:
+            key = (event.node, event.capability)
+            first[key] = min(event.after_join, first.get(key, event.after_join))
+    after_join = sorted(first.values())
     converged = bool(times) and len(times) >= log.expected_discoveries
     return {
         "expected": log.expected_discoveries,
@@ -89,6 +95,10 @@ def _discovery(log: RunLog) -> dict[str, Any]:
         "converged_fraction": _ratio(len(times), log.expected_discoveries),
         "p50": percentile(times, 50),
         "p95": percentile(times, 95),
+        # Per node, from its own start: what a node joining a running swarm sees.
+        "after_join_p50": percentile(after_join, 50),
+        "after_join_p95": percentile(after_join, 95),
+        "after_join_max": max(after_join, default=None),
     }
 
 

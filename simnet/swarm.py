@@ -182,6 +182,9 @@ async def run_share(
                 if place.group is not None and place.group.behaviour in ("forge", "flood"):
                     services.start_soon(attack, node, index, place.group.behaviour)
                 live.nodes[index] = node
+                services.start_soon(
+                    _discovery_probe, scenario, node, emit, began, trio.current_time()
+                )
                 task_status.started()
                 try:
                     await trio.sleep_forever()
@@ -203,9 +206,6 @@ async def run_share(
                         await trio.sleep_until(began + scenario.ramp * index / scenario.nodes)
                     starting.start_soon(nursery.start, node_life, index)
         emit({"type": "ready", "indices": list(share.indices)})
-        for index in share.indices:
-            if index in live.nodes:
-                nursery.start_soon(_discovery_probe, scenario, live.nodes[index], emit, began)
         nursery.start_soon(_churn, scenario, share, live, nursery, node_life, emit, t0)
         if 0 in share.indices and share.workload:
             requesters = [live.nodes[p.index] for p in places.values() if p.group is None]
@@ -230,9 +230,11 @@ def capabilities_wanted(scenario: Scenario) -> list[str]:
     return sorted(wanted)
 
 
-async def _discovery_probe(scenario: Scenario, node: Node, emit: Emit, began: float) -> None:
+async def _discovery_probe(
+    scenario: Scenario, node: Node, emit: Emit, began: float, joined: float
+) -> None:
     """Record when ``node`` can first find each capability the workload needs,
-    counted from when the nodes began to start."""
+    counted from when the nodes began to start and from when it joined."""
     for capability in capabilities_wanted(scenario):
         while True:
             try:
@@ -240,8 +242,12 @@ async def _discovery_probe(scenario: Scenario, node: Node, emit: Emit, began: fl
             except LlamanetError:
                 found = []
             if found:
+                now = trio.current_time()
                 event = DiscoveryEvent(
-                    node=node.peer_id_text, capability=capability, at=trio.current_time() - began
+                    node=node.peer_id_text,
+                    capability=capability,
+                    at=now - began,
+                    after_join=now - joined,
                 )
                 emit({"type": "discovery", **asdict(event)})
                 break
