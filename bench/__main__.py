@@ -181,7 +181,7 @@ def _simnet_lines(sim: dict[str, Any]) -> list[str]:
             f"| {_fmt(lk.get('latency_p50'))} / {_fmt(lk.get('latency_p95'))} s "
             f"| {_fmt(lk.get('hops_mean'))} / {lk.get('hops_max')} "
             f"| {_fmt(lk.get('queries_mean'))} "
-            f"| {_fmt(t.get('success_rate'))} of {t.get('count')} |"
+            f"| {_percent(t.get('success_rate'))} of {t.get('count')} |"
         )
     comparison = sim.get("comparison")
     if comparison:
@@ -198,6 +198,10 @@ def _simnet_lines(sim: dict[str, Any]) -> list[str]:
                 f"| {_fmt(f.get('accuracy'))} | {_fmt(f.get('cost_per_task'))} |"
             )
     return lines
+
+
+def _percent(value: Any) -> str:
+    return "—" if value is None else f"{value:.0%}"
 
 
 def _fmt(value: Any) -> str:
@@ -221,7 +225,9 @@ def main() -> None:
     args = parser.parse_args()
     path = HERE / "RESULTS.md"
     if args.only == "simnet_scale":
-        lines = _simnet_lines(run("simnet_scale"))
+        when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        lines = [f"Measured {when}, alone (`python -m bench --only simnet_scale`).", ""]
+        lines += _simnet_lines(run("simnet_scale"))
         path.write_text(replace_section(path.read_text(), SIMNET_HEADING, lines))
     else:
         path.write_text(render({name: run(name) for name in BENCHMARKS}))
