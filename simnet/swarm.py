@@ -292,12 +292,20 @@ async def _workload(
 ) -> None:
     await trio.sleep_until(t0)
     # Discovery has had ``settle`` seconds; give the requesters a little longer
-    # to know a provider of everything they will ask for (bounded), so the first
-    # tasks measure the protocol's work and not a cold start.
+    # to know enough providers of everything they will ask for (as many as a
+    # verified task asks; bounded), so the first tasks measure the protocol's work
+    # and not a cold start.
     wanted = capabilities_wanted(scenario)
+    enough = scenario.workload.verify
+
+    def ready() -> bool:
+        return all(
+            len(r.registry.find(c, now=r.clock())) >= enough for r in requesters for c in wanted
+        )
+
     with trio.move_on_after(scenario.settle):
         # The registry is filled by other tasks and signals nobody: poll it.
-        while not all(r.registry.find(c, now=r.clock()) for r in requesters for c in wanted):  # noqa: ASYNC110
+        while not ready():  # noqa: ASYNC110
             await trio.sleep(0.2)
     begin = max(t0, trio.current_time())
     w = scenario.workload
