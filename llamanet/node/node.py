@@ -1293,9 +1293,13 @@ class Node:
         if compare not in MODES:
             validate_capability(compare)  # otherwise it names a judge
         deadline = self.clock() + timeout
-        records = self._known_providers(capability) or await self.find(capability)
         skip = {peer_id_from_text(p) for p in exclude}
-        records = [r for r in records if r.peer not in skip]
+        records = [r for r in self._known_providers(capability) if r.peer not in skip]
+        if len(records) < k:
+            # Knowing some providers is not knowing enough of them to verify with.
+            found = {r.peer: r for r in records}
+            found.update((r.peer, r) for r in await self.find(capability) if r.peer not in skip)
+            records = list(found.values())
         # Exploration here too: verifiers that are always the top k would never
         # check anyone else, and would be predictable to whoever wants to collude.
         ranked = rank_candidates(

@@ -56,3 +56,19 @@ async def test_no_majority_is_a_typed_error(tmp_path: Path) -> None:
         await providers_of(requester, "math.eval", 2)
         with pytest.raises(VerificationError, match="no answer had a majority"):
             await requester.ask("math.eval", "1+1", verify=2)
+
+
+async def test_knowing_fewer_providers_than_verifiers_looks_for_more(tmp_path: Path) -> None:
+    async with (
+        start_node(tmp_path / "a") as a,
+        start_node(tmp_path / "b", bootstrap=(a.addrs()[0],)) as b,
+        start_node(tmp_path / "c", bootstrap=(a.addrs()[0],)) as c,
+        start_node(tmp_path / "r", bootstrap=(a.addrs()[0], b.addrs()[0])) as requester,
+    ):
+        await providers_of(requester, "math.eval", 3)
+        # As a node that met one provider early on: it knows it, and only it.
+        for forgotten in (b, c):
+            requester.registry.remove(forgotten.peer_id)
+        answer = await requester.ask("math.eval", "2*(3+4)", verify=3)
+        assert answer.output == 14
+        assert len({answer.peer, *(p for p, _ in answer.verified_by)}) == 3
