@@ -56,6 +56,11 @@ log = logging.getLogger(__name__)
 Emit = Callable[[dict[str, Any]], None]
 
 DISCOVERY_POLL = 2.0
+DISCOVERY_PROBE_LIMIT = 3
+"""Providers a discovery probe asks for.  "Can find" needs one verified provider;
+asking for Node.find's default 20 would have every node fetch (and then watch
+for liveness) twenty records per capability, which at a thousand nodes is most
+of the swarm's traffic and none of what the probe measures."""
 SAMPLE_INTERVAL = 2.0
 LOOKUP_INTERVAL = 1.0
 
@@ -238,7 +243,7 @@ async def _discovery_probe(
     for capability in capabilities_wanted(scenario):
         while True:
             try:
-                found = await node.find(capability)
+                found = await node.find(capability, limit=DISCOVERY_PROBE_LIMIT)
             except LlamanetError:
                 found = []
             if found:
