@@ -77,7 +77,7 @@ def _expected_tasks(scenario: Scenario) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario)
-    scenario = scenario.with_overrides(mode=args.mode, seed=args.seed)
+    scenario = scenario.with_overrides(mode=args.mode, seed=args.seed, ramp=args.ramp)
     if args.nodes:
         scenario = scaled(scenario, args.nodes)
     out = args.out or Path("simnet-reports") / f"{scenario.name}-{scenario.mode}-{scenario.seed}"
@@ -165,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--mode", choices=MODES, help="override the scenario's mode")
     run.add_argument("--seed", type=int, help="override the scenario's seed")
     run.add_argument("--nodes", type=int, help="scale the scenario's groups to this many nodes")
+    run.add_argument(
+        "--ramp", type=float, help="override the scenario's ramp (seconds over which nodes join)"
+    )
     run.add_argument("--out", type=Path, help="report directory")
     run.set_defaults(func=cmd_run)
     compare = sub.add_parser("compare", help="two runs' reports side by side")

@@ -150,7 +150,10 @@ class Scenario:
     def with_overrides(self, **changes: Any) -> Scenario:
         fields = {name: getattr(self, name) for name in self.__dataclass_fields__}
         fields.update({k: v for k, v in changes.items() if v is not None})
-        return Scenario(**fields)
+        changed = Scenario(**fields)
+        if problems := _check(changed):
+            raise ScenarioError(f"{self.name} with overrides:\n  " + "\n  ".join(problems))
+        return changed
 
 
 # -- derived, deterministic facts ------------------------------------------------------

@@ -100,6 +100,16 @@ def test_a_composite_workload_needs_what_its_strategy_asks_for() -> None:
         parse_scenario(data, source="x")
 
 
+def test_overrides_are_checked_like_the_file() -> None:
+    scenario = parse_scenario(tomllib.loads(MINIMAL), source="x")
+    assert scenario.with_overrides(ramp=30.0).ramp == 30.0
+    assert scenario.with_overrides(ramp=None) == scenario
+    with pytest.raises(ScenarioError, match="ramp must be zero or a positive"):
+        scenario.with_overrides(ramp=-1.0)
+    with pytest.raises(ScenarioError, match="duration must be a positive"):
+        scenario.with_overrides(duration=0.0)
+
+
 def test_a_toml_error_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "broken.toml"
     path.write_text("name = \n")
