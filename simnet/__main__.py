@@ -97,7 +97,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             status="starting nodes",
         )
         counts = {"ok": 0, "failed": 0, "found": 0}
+        up: set[int] = set()
         expected = expected_discoveries(scenario, capabilities_wanted(scenario))
+
+        def starting() -> str:
+            # Until the workload begins, joins and discovery are the progress there is
+            # (a thousand nodes take a while to start in fast mode).
+            return f"{len(up)}/{scenario.nodes} nodes up, discovered {counts['found']}/{expected}"
 
         def on_event(event: dict[str, Any]) -> None:
             if event["type"] == "task":
@@ -107,7 +113,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                 )
             elif event["type"] == "discovery":
                 counts["found"] += 1
-                progress.update(bar, status=f"discovered {counts['found']}/{expected}")
+                if not counts["ok"] + counts["failed"]:
+                    progress.update(bar, status=starting())
+            elif event["type"] == "node_up":
+                up.add(event["index"])
+                if not counts["ok"] + counts["failed"]:
+                    progress.update(bar, status=starting())
 
         log = run_scenario(scenario, progress=on_event, logs=out)
     summary = write_report(log, out)

@@ -187,6 +187,7 @@ async def run_share(
                 if place.group is not None and place.group.behaviour in ("forge", "flood"):
                     services.start_soon(attack, node, index, place.group.behaviour)
                 live.nodes[index] = node
+                emit({"type": "node_up", "index": index})
                 services.start_soon(
                     _discovery_probe, scenario, node, emit, began, trio.current_time()
                 )
