@@ -23,7 +23,10 @@ its per-peer RPCs, because in py-libp2p 0.8.1 (each pinned by a test in
   peers;
 * inbound KAD streams have no idle limit, and a client that cancels a query also
   cancels its ``stream.close()``, so a server slot (12 in all) can be held
-  forever: every inbound KAD stream here is bounded in time.
+  forever: every inbound KAD stream here is bounded in time;
+* the ``GET_PROVIDERS`` client drops the addresses of the closer peers an answer
+  names, so a provider walk cannot follow a referral to a peer it did not know:
+  our walk sends the RPC itself and keeps them.
 
 Every record that comes back from the network is checked by
 :class:`CapsValidator`; nothing unverified leaves this module.
@@ -40,15 +43,22 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+import multiaddr
+import multiaddr.exceptions
 import trio
+import varint
+from google.protobuf.message import DecodeError as ProtobufDecodeError
 from libp2p.abc import IHost, INetStream
+from libp2p.kad_dht.common import MAX_DHT_MESSAGE_SIZE
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
-from libp2p.kad_dht.pb.kademlia_pb2 import Record
-from libp2p.kad_dht.utils import sort_peer_ids_by_distance
+from libp2p.kad_dht.pb.kademlia_pb2 import Message, Record
+from libp2p.kad_dht.utils import maybe_consume_signed_record, sort_peer_ids_by_distance
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
+from libp2p.peer.peerstore import env_to_send_in_RPC
 from libp2p.records.validator import NamespacedValidator, Validator
 from libp2p.tools.anyio_service import background_trio_service
+from libp2p.utils.varint import read_varint_prefixed_bytes_limited
 
 from llamanet.errors import DecodeError, RecordError
 from llamanet.protocol.capabilities import (
@@ -80,6 +90,20 @@ PROVIDE_RATE: Final = 0.45
 ALPHA: Final = 3
 PROVIDER_QUORUM: Final = 3
 BUCKET_SIZE: Final = 20
+
+
+REFERRAL_ADDR_TTL: Final = 3600
+"""Seconds the peerstore keeps the addresses a DHT answer gave for a closer peer
+(what upstream's FIND_NODE client uses)."""
+
+
+def _multiaddrs(raw: Iterable[bytes]) -> list[multiaddr.Multiaddr]:
+    """The addresses that parse; a peer's bad address is its problem, not ours."""
+    addrs = []
+    for item in raw:
+        with contextlib.suppress(ValueError, TypeError, multiaddr.exceptions.Error):
+            addrs.append(multiaddr.Multiaddr(item))
+    return addrs
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -469,8 +493,11 @@ class LlamanetDHT:
             nonlocal answered
             with trio.move_on_after(self.config.rpc_timeout):
                 closer: list[ID] = []
+                providers: list[PeerInfo] = []
                 try:
-                    providers, closer = await store._get_providers_from_peer_with_closers(peer, mh)
+                    providers, closer = await self._ask_for_providers(peer, mh)
+                except (*NETWORK_ERRORS, ProtobufDecodeError, ValueError) as exc:
+                    log.debug("GET_PROVIDERS to %s failed: %r", peer, exc)
                 finally:
                     if (trace := current_trace()) is not None:
                         trace.queried(peer.to_bytes(), (p.to_bytes() for p in closer))
@@ -497,6 +524,51 @@ class LlamanetDHT:
             elif scope.cancelled_caught and (trace := current_trace()) is not None:
                 trace.timed_out = True
         return list(found.values())[:count]
+
+    async def _ask_for_providers(self, peer: ID, mh: bytes) -> tuple[list[PeerInfo], list[ID]]:
+        """One ``GET_PROVIDERS``: the providers ``peer`` names, and the closer peers it
+        refers us to, whose addresses go in the peerstore so that the walk can
+        reach them.
+
+        Upstream's client (``ProviderStore._get_providers_from_peer_with_closers``)
+        keeps only the closer peers' IDs and drops the addresses and signed records
+        sent with them, so a walk could follow a referral only to a peer it already
+        knew (the rest fail with "No known addresses to peer"; in a 1,000-node
+        swarm, most of them).  This is the same RPC, keeping them.
+        """
+        stream = await self.host.new_stream(peer, [KAD_PROTOCOL])
+        try:
+            request = Message(type=Message.MessageType.GET_PROVIDERS, key=mh)
+            request.senderRecord = env_to_send_in_RPC(self.host)[0]
+            payload = request.SerializeToString()
+            await stream.write(varint.encode(len(payload)) + payload)
+            reply = Message()
+            reply.ParseFromString(
+                await read_varint_prefixed_bytes_limited(stream, MAX_DHT_MESSAGE_SIZE)
+            )
+        finally:
+            with contextlib.suppress(*NETWORK_ERRORS):
+                await stream.close()
+        if reply.type != Message.MessageType.GET_PROVIDERS:
+            return [], []
+        if not maybe_consume_signed_record(reply, self.host, peer):
+            log.debug("%s answered GET_PROVIDERS with a bad signed record", peer)
+            return [], []
+        providers = [
+            PeerInfo(ID(entry.id), _multiaddrs(entry.addrs))
+            for entry in reply.providerPeers
+            if entry.id and maybe_consume_signed_record(entry, self.host)
+        ]
+        closer: list[ID] = []
+        peerstore = self.host.get_peerstore()
+        for entry in reply.closerPeers:
+            if not entry.id or not maybe_consume_signed_record(entry, self.host):
+                continue
+            referral = ID(entry.id)
+            if addrs := _multiaddrs(entry.addrs):
+                peerstore.add_addrs(referral, addrs, REFERRAL_ADDR_TTL)
+            closer.append(referral)
+        return providers, closer
 
     def _provider_multihash(self, capability: str) -> bytes:
         # The DHT key of a CID is its multihash: strip the CIDv1 and codec bytes.

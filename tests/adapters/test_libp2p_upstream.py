@@ -299,3 +299,34 @@ async def test_unreachable_peer_is_a_typed_error(tmp_path: Path) -> None:
         with pytest.raises(PeerUnreachableError):
             await node.connect(f"/ip4/127.0.0.1/tcp/1/p2p/{ghost}")
         assert isinstance(node.dht, LlamanetDHT)
+
+
+def known_addrs(node: Any, peer: bytes) -> list[multiaddr.Multiaddr]:
+    try:
+        return list(node.host.get_peerstore().addrs(ID(peer)))
+    except Exception:  # upstream raises PeerStoreError for a peer with none
+        return []
+
+
+async def test_get_providers_referrals_keep_their_addresses(tmp_path: Path) -> None:
+    # Upstream's GET_PROVIDERS client keeps only the IDs of the closer peers an
+    # answer names, so a walk cannot reach one it did not already know; the
+    # adapter's own RPC puts their addresses in the peerstore.
+    async with start_swarm(tmp_path, 3) as (asker, holder, other):
+        mh = asker.dht._provider_multihash("sim.nobody")
+        store = asker.host.get_peerstore()
+
+        async def forget_other() -> None:
+            await asker.host.disconnect(ID(other.peer_id))
+            store.clear_addrs(ID(other.peer_id))
+            assert known_addrs(asker, other.peer_id) == []
+
+        await forget_other()
+        upstream = asker.dht.kad.provider_store._get_providers_from_peer_with_closers
+        _providers, closer = await upstream(ID(holder.peer_id), mh)
+        assert ID(other.peer_id) in closer
+        assert known_addrs(asker, other.peer_id) == []
+        await forget_other()
+        _providers, closer = await asker.dht._ask_for_providers(ID(holder.peer_id), mh)
+        assert ID(other.peer_id) in closer
+        assert known_addrs(asker, other.peer_id) == other.host.get_addrs()
