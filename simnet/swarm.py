@@ -23,7 +23,7 @@ from typing import Any
 import trio
 
 from llamanet.adapters.dht_stats import tracing
-from llamanet.adapters.libp2p_host import build_host
+from llamanet.adapters.libp2p_host import NETWORK_ERRORS, build_host
 from llamanet.adapters.task_traffic import counting_traffic
 from llamanet.api.server import serve_api
 from llamanet.errors import LlamanetError
@@ -63,6 +63,7 @@ for liveness) twenty records per capability, which at a thousand nodes is most
 of the swarm's traffic and none of what the probe measures."""
 SAMPLE_INTERVAL = 2.0
 LOOKUP_INTERVAL = 1.0
+LOOKUPS_PER_ROUND = 4
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -215,7 +216,7 @@ async def run_share(
         nursery.start_soon(_churn, scenario, share, live, nursery, node_life, emit, t0)
         if 0 in share.indices and share.workload:
             requesters = [live.nodes[p.index] for p in places.values() if p.group is None]
-            await _workload(scenario, requesters, groups, liars, emit, t0)
+            await _workload(scenario, requesters, live.nodes, groups, liars, emit, t0)
             for index, node in live.nodes.items():
                 group = groups.get(index)
                 if group is None or group.behaviour == "honest":
@@ -291,6 +292,7 @@ async def _churn(
 async def _workload(
     scenario: Scenario,
     requesters: Sequence[Node],
+    nodes: Mapping[int, Node],
     groups: Mapping[int, Any],
     liars: set[str],
     emit: Emit,
@@ -321,6 +323,7 @@ async def _workload(
     end = begin + scenario.duration * len(strategies)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_samples, scenario, requesters, groups, liars, emit, t0, end)
+        nursery.start_soon(_lookups, scenario, nodes, emit, t0, end)
         for phase, strategy in enumerate(strategies):
             # Each phase replays the same arrivals and questions.
             rng = random.Random(f"workload:{scenario.seed}")
@@ -456,40 +459,58 @@ async def _samples(
     t0: float,
     end: float,
 ) -> None:
-    """Reputation as the requesters see it, and timed DHT lookups, until ``end``."""
-    rng = random.Random(f"lookups:{scenario.seed}")
+    """Reputation as the requesters see it, every ``SAMPLE_INTERVAL``, until ``end``."""
     peers = [(peer_text(scenario.seed, i), g) for i, g in groups.items() if g]
-    next_sample = trio.current_time()
     while trio.current_time() < end:
         now = trio.current_time()
-        if now >= next_sample:
-            next_sample = now + SAMPLE_INTERVAL
-            for requester in requesters:
-                wall = requester.clock()
-                for text, group in peers:
-                    peer = peer_id_from_text(text)
-                    scores = [requester.reputation.score(peer, c, wall) for c in group.capabilities]
-                    sample = ReputationSample(
-                        at=now - t0,
-                        observer=requester.peer_id_text,
-                        peer=text,
-                        liar=text in liars,
-                        score=sum(scores) / len(scores),
-                    )
-                    emit({"type": "reputation", **asdict(sample)})
-        target = peer_id_from_text(rng.choice(peers)[0])
-        started = trio.current_time()
-        with tracing() as trace:
-            try:
-                found = await requesters[0].dht.get_record(target)
-            except LlamanetError:
-                found = None
-        lookup = LookupEvent(
-            at=started - t0,
-            latency=trio.current_time() - started,
-            ok=found is not None,
-            hops=trace.hops,
-            queries=trace.queries,
-        )
-        emit({"type": "lookup", **asdict(lookup)})
-        await trio.sleep(LOOKUP_INTERVAL)
+        for requester in requesters:
+            wall = requester.clock()
+            for text, group in peers:
+                peer = peer_id_from_text(text)
+                scores = [requester.reputation.score(peer, c, wall) for c in group.capabilities]
+                sample = ReputationSample(
+                    at=now - t0,
+                    observer=requester.peer_id_text,
+                    peer=text,
+                    liar=text in liars,
+                    score=sum(scores) / len(scores),
+                )
+                emit({"type": "reputation", **asdict(sample)})
+        await trio.sleep(SAMPLE_INTERVAL)
+
+
+async def _lookups(
+    scenario: Scenario, nodes: Mapping[int, Node], emit: Emit, t0: float, end: float
+) -> None:
+    """Timed DHT record lookups until ``end``: every ``LOOKUP_INTERVAL``,
+    ``LOOKUPS_PER_ROUND`` of them, each from a random running node (of this
+    process) for a random other node's record, so the figures are the swarm's and
+    not one node's view of it."""
+    rng = random.Random(f"lookups:{scenario.seed}")
+    while trio.current_time() < end:
+        running = sorted(nodes)
+        async with trio.open_nursery() as nursery:
+            for _ in range(LOOKUPS_PER_ROUND if running else 0):
+                origin = rng.choice(running)
+                target = rng.choice([i for i in range(scenario.nodes) if i != origin] or [origin])
+                nursery.start_soon(
+                    _timed_lookup, nodes[origin], peer_text(scenario.seed, target), emit, t0
+                )
+            await trio.sleep(LOOKUP_INTERVAL)
+
+
+async def _timed_lookup(origin: Node, target: str, emit: Emit, t0: float) -> None:
+    started = trio.current_time()
+    with tracing() as trace:
+        try:
+            found = await origin.dht.get_record(peer_id_from_text(target))
+        except (LlamanetError, *NETWORK_ERRORS):  # churn may stop the origin meanwhile
+            found = None
+    lookup = LookupEvent(
+        at=started - t0,
+        latency=trio.current_time() - started,
+        ok=found is not None,
+        hops=trace.hops,
+        queries=trace.queries,
+    )
+    emit({"type": "lookup", **asdict(lookup)})
