@@ -130,6 +130,7 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.transport.exceptions import OpenConnectionError
 
 from llamanet.adapters.libp2p_host import (
+    apply_host_workarounds,
     connection_config,
     quiet_clean_eof_warnings,
     use_llamanet_kad_protocol,
@@ -824,10 +825,6 @@ class MemoryTransport(ITransport):
 # -- hosts -----------------------------------------------------------------------
 
 
-async def _no_auto_connect() -> None:
-    return None
-
-
 def build_memory_host(
     seed32: bytes,
     network: MemoryNetwork,
@@ -867,8 +864,7 @@ def build_memory_host(
         connection_config=connection_config(connection_budget, grace_period=5.0),
         enable_mDNS=False,
     )
-    swarm: Any = host.get_network()
-    swarm.auto_connector.maybe_connect = _no_auto_connect
+    apply_host_workarounds(host)
     use_virtual_wall_clock()
     return host
 

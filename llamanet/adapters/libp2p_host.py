@@ -24,6 +24,16 @@ py-libp2p 0.8.1 behaviours handled here, each with a test in
   dialling every peer it ever heard of.  :func:`build_host` replaces its
   ``maybe_connect`` on the instance with a no-op: llamanet decides whom to
   connect to (bootstrap, DHT lookups, tasks).
+* The swarm's inbound connection cap (``Swarm._inbound_limiter``,
+  ``max_connections - min_connections`` slots, 250 by default) takes a slot per
+  inbound connection and gives it back when the connection's handler returns,
+  which is when the swarm stops (the handler awaits ``manager.wait_finished()``
+  for as long as the swarm lives).  So it caps inbound connections over the
+  host's *lifetime*: after 250 of them, closed or not, a host refuses every new
+  one ("failed to negotiate the secure protocol" at the dialler).  A node near a
+  popular DHT key, or a bootstrap peer, gets there within minutes in a large
+  swarm.  :class:`LiveInboundCap` takes its place and counts the inbound
+  connections open now.
 """
 
 from __future__ import annotations
@@ -49,6 +59,7 @@ from libp2p.kad_dht import value_store as _kad_value_store
 from libp2p.network.config import ConnectionConfig
 from libp2p.network.stream.exceptions import StreamEOF
 from libp2p.peer.id import ID
+from libp2p.rcmgr import Direction
 
 from llamanet.errors import PeerUnreachableError, StreamBrokenError
 from llamanet.trust.keys import Identity
@@ -154,6 +165,41 @@ async def _no_auto_connect() -> None:
     return None
 
 
+class LiveInboundCap:
+    """Stands in for ``Swarm._inbound_limiter`` (see the module docstring): refuses
+    an inbound connection while ``cap`` inbound connections are open, and holds no
+    slot per connection, so a closed connection frees its place at once.  Upstream
+    calls ``acquire_nowait`` before upgrading a connection and ``release`` when
+    the swarm stops; only the first matters here."""
+
+    def __init__(self, swarm: Any, cap: int) -> None:
+        self._swarm = swarm
+        self.total_tokens = cap
+
+    def open_inbound(self) -> int:
+        return sum(
+            1
+            for conns in self._swarm.connections.values()
+            for conn in conns
+            if not conn.is_closed and conn.direction == Direction.INBOUND
+        )
+
+    def acquire_nowait(self) -> None:
+        if self.open_inbound() >= self.total_tokens:
+            raise trio.WouldBlock
+
+    def release(self) -> None:
+        return None
+
+
+def apply_host_workarounds(host: IHost) -> None:
+    """What every llamanet host needs on top of py-libp2p's defaults, whatever its
+    transport: no auto-connector, an inbound cap on open connections."""
+    swarm: Any = host.get_network()
+    swarm.auto_connector.maybe_connect = _no_auto_connect
+    swarm._inbound_limiter = LiveInboundCap(swarm, int(swarm._inbound_limiter.total_tokens))
+
+
 def interface_addresses() -> list[tuple[str, str]]:
     """``(family, address)`` of every configured interface address, loopback last."""
     found: list[tuple[str, str]] = []
@@ -203,8 +249,7 @@ def build_host(identity: Identity, listen: Sequence[multiaddr.Multiaddr]) -> IHo
         enable_mDNS=False,
         addrs_factory=expand_unspecified,
     )
-    swarm: Any = host.get_network()
-    swarm.auto_connector.maybe_connect = _no_auto_connect
+    apply_host_workarounds(host)
     return host
 
 

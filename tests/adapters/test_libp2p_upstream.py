@@ -22,6 +22,7 @@ import pytest
 import trio
 from libp2p import new_host
 from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.host.ping import ID as PING_PROTOCOL
 from libp2p.kad_dht import common as kad_common
 from libp2p.kad_dht import kad_dht as kad_module
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
@@ -41,6 +42,8 @@ from llamanet.adapters.dht import (
 from llamanet.adapters.libp2p_host import (
     KAD_PROTOCOL,
     UPSTREAM_KAD_PROTOCOL,
+    LiveInboundCap,
+    apply_host_workarounds,
     build_host,
     connection_config,
 )
@@ -330,3 +333,65 @@ async def test_get_providers_referrals_keep_their_addresses(tmp_path: Path) -> N
         _providers, closer = await asker.dht._ask_for_providers(ID(holder.peer_id), mh)
         assert ID(other.peer_id) in closer
         assert known_addrs(asker, other.peer_id) == other.host.get_addrs()
+
+
+async def connect_and_leave(server: Any) -> bool:
+    """A fresh client connects to ``server`` and disconnects; did it get in?"""
+    client = new_host(key_pair=create_new_key_pair(), connection_config=connection_config())
+    async with client.run([LOOPBACK]):
+        try:
+            await client.connect(info_from_p2p_addr(server.get_addrs()[0]))
+            # The server may refuse only after the handshake began: ask something.
+            await client.new_stream(server.get_id(), [PING_PROTOCOL])
+            ok = True
+        except Exception:
+            ok = False
+        with trio.move_on_after(2):
+            await client.disconnect(server.get_id())
+            # The server's side closes a moment later and nothing signals it.
+            while any(  # noqa: ASYNC110
+                c.is_closed is False
+                for c in server.get_network().connections.get(client.get_id(), [])
+            ):
+                await trio.sleep(0.01)
+        await client.close()
+    return ok
+
+
+async def test_the_inbound_cap_counts_open_connections_not_every_one_ever() -> None:
+    # Upstream's inbound cap (max_connections - min_connections slots) frees a slot
+    # only when the swarm stops, so it caps inbound connections over the host's
+    # lifetime: with two slots, the third client is refused although the first two
+    # have left.  LiveInboundCap (build_host) counts open connections instead.
+    small = ConnectionConfig(
+        max_connections=4,
+        min_connections=2,
+        low_watermark=2,
+        high_watermark=4,
+        max_connections_per_peer=1,
+    )
+    stock = new_host(key_pair=create_new_key_pair(), connection_config=small)
+    async with stock.run([LOOPBACK]):
+        assert [await connect_and_leave(stock) for _ in range(3)] == [True, True, False]
+        await stock.close()
+    ours = new_host(key_pair=create_new_key_pair(), connection_config=small)
+    apply_host_workarounds(ours)
+    async with ours.run([LOOPBACK]):
+        assert [await connect_and_leave(ours) for _ in range(4)] == [True] * 4
+        swarm: Any = ours.get_network()
+        cap = swarm._inbound_limiter
+        assert isinstance(cap, LiveInboundCap) and cap.total_tokens == 2
+        assert cap.open_inbound() == 0
+        # ...and still refuses a connection while two are open.
+        async with AsyncExitStack() as stack:
+            clients = []
+            for _ in range(2):
+                client = new_host(key_pair=create_new_key_pair(), connection_config=small)
+                await stack.enter_async_context(client.run([LOOPBACK]))
+                await client.connect(info_from_p2p_addr(ours.get_addrs()[0]))
+                clients.append(client)
+            assert cap.open_inbound() == 2
+            assert await connect_and_leave(ours) is False
+            for client in clients:
+                await client.close()
+        await ours.close()
