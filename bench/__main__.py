@@ -215,8 +215,9 @@ def replace_section(document: str, heading: str, lines: list[str]) -> str:
         return document.rstrip("\n") + "\n\n" + "\n".join([heading, "", *lines, ""])
     start = document.index(heading)
     end = document.find("\n## ", start + len(heading))
-    rest = document[end + 1 :] if end >= 0 else ""
-    return document[:start] + "\n".join([heading, "", *lines, "", ""]) + rest
+    if end < 0:
+        return document[:start] + "\n".join([heading, "", *lines, ""])
+    return document[:start] + "\n".join([heading, "", *lines, "", ""]) + document[end + 1 :]
 
 
 def main() -> None:
@@ -226,7 +227,14 @@ def main() -> None:
     path = HERE / "RESULTS.md"
     if args.only == "simnet_scale":
         when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-        lines = [f"Measured {when}, alone (`python -m bench --only simnet_scale`).", ""]
+        # Other work on the machine slows a fast-mode run's wall clock (not its
+        # simulated figures): say how busy the machine was.
+        load = os.getloadavg()[0]
+        lines = [
+            f"Measured {when} by `python -m bench --only simnet_scale`"
+            f" (1-minute load average at the start: {load:.1f} on {os.cpu_count()} CPUs).",
+            "",
+        ]
         lines += _simnet_lines(run("simnet_scale"))
         path.write_text(replace_section(path.read_text(), SIMNET_HEADING, lines))
     else:
