@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import math
+import signal
 import sys
 import time
 from dataclasses import replace
@@ -188,13 +189,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate_as_interrupt(signum: int, frame: object) -> None:
+    # SIGTERM (kill, timeout, a CI runner) takes the same way out as Ctrl-C, so the
+    # worker processes are stopped and the working directories removed; under
+    # trio.run this reaches trio's own SIGINT handling, which raises it safely.
+    signal.raise_signal(signal.SIGINT)
+
+
+def _unwrapping_interrupts(func: Any, args: argparse.Namespace) -> int:
+    """``func(args)``; an interrupt that trio's nurseries wrapped in an exception
+    group (fast mode) comes out as the KeyboardInterrupt it is."""
+    try:
+        return int(func(args))
+    except BaseExceptionGroup as group:
+        _, rest = group.split(KeyboardInterrupt)
+        if rest is None:
+            raise KeyboardInterrupt from group
+        raise
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
-        code: int = args.func(args)
+        code: int = _unwrapping_interrupts(args.func, args)
     except (ScenarioError, RuntimeError, OSError, json.JSONDecodeError) as exc:
         print(f"simnet: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("simnet: interrupted; workers stopped", file=sys.stderr)
+        return 130
     return code
 
 

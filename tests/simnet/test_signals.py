@@ -1,0 +1,64 @@
+"""Stopping ``python -m simnet run`` with SIGTERM (kill, timeout, CI) cleans up
+like Ctrl-C: the worker processes stop and the working directories go."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+SCENARIOS = Path(__file__).parents[2] / "simnet" / "scenarios"
+
+
+def children(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split()[2] != "Z"
+
+
+@pytest.mark.parametrize("mode", ["fast", "real"])
+def test_sigterm_stops_the_workers_and_removes_the_workdirs(tmp_path: Path, mode: str) -> None:
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    scenario, report = str(SCENARIOS / "small.toml"), str(tmp_path / "report")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "simnet", "run", scenario, "--mode", mode, "--out", report],
+        env={**os.environ, "TMPDIR": str(scratch)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        # Wait until the run has its working directory (and, in real mode, its worker).
+        while time.monotonic() < deadline:
+            started = any(scratch.iterdir()) and (mode == "fast" or children(proc.pid))
+            if started:
+                break
+            time.sleep(0.2)
+        assert any(scratch.iterdir()), "the run never started"
+        workers = children(proc.pid)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    assert not [p for p in workers if alive(p)]
+    assert list(scratch.iterdir()) == []
