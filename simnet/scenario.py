@@ -200,11 +200,19 @@ class Placement:
 
 
 def placements(scenario: Scenario) -> list[Placement]:
-    """Requesters first, then each group's nodes in file order."""
+    """Requesters first, then the groups' nodes interleaved, each group spread
+    evenly over the indices (the biggest group first).  Nodes start in index order
+    over the ``ramp``, so the swarm is a mix of the groups at every moment of it:
+    one group after another would leave every early node polling the DHT, for
+    half the ramp, for a capability nobody offers yet."""
     out = [Placement(index=i, group=None) for i in range(scenario.requesters)]
-    for group in scenario.groups:
-        for _ in range(group.count):
-            out.append(Placement(index=len(out), group=group))
+    slots = sorted(
+        ((k + 0.5) / group.count, order)
+        for order, group in enumerate(scenario.groups)
+        for k in range(group.count)
+    )
+    for _, order in slots:
+        out.append(Placement(index=len(out), group=scenario.groups[order]))
     return out
 
 

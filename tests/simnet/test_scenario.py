@@ -49,6 +49,17 @@ def test_a_minimal_scenario_has_defaults() -> None:
     ]  # fmt: skip
 
 
+def test_groups_are_interleaved_so_a_ramp_brings_a_mix() -> None:
+    data = tomllib.loads(MINIMAL)
+    data["groups"][0]["count"] = 6
+    data["groups"].append({**data["groups"][0], "name": "h", "count": 3})
+    data["groups"].append({**data["groups"][0], "name": "x", "count": 1})
+    scenario = parse_scenario(data, source="t.toml")
+    names = [p.group.name if p.group else None for p in placements(scenario)]
+    assert names == [None, "g", "h", "g", "g", "h", "x", "g", "g", "h", "g"]
+    assert [p.index for p in placements(scenario)] == list(range(11))
+
+
 def test_joins_spread_over_the_bootstrap_peers() -> None:
     data = tomllib.loads(MINIMAL)
     data["groups"][0]["count"] = 12
