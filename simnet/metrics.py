@@ -70,23 +70,22 @@ def _run(log: RunLog) -> dict[str, Any]:
     }
 
 
-def discovery_times(log: RunLog) -> list[float]:
-    """When each distinct (node, capability) pair first became findable, sorted."""
+def discovery_times(log: RunLog, *, after_join: bool = False) -> list[float]:
+    """When each distinct (node, capability) pair first became findable, sorted:
+    since the nodes began to start, or (``after_join``) since the node itself was
+    up (events without that time are left out)."""
     first: dict[tuple[str, str], float] = {}
     for event in log.discovery:
-        key = (event.node, event.capability)
-        first[key] = min(event.at, first.get(key, event.at))
+        at = event.after_join if after_join else event.at
+        if at is not None:
+            key = (event.node, event.capability)
+            first[key] = min(at, first.get(key, at))
     return sorted(first.values())
 
 
 def _discovery(log: RunLog) -> dict[str, Any]:
     times = discovery_times(log)
-    first: dict[tuple[str, str], float] = {}
-    for event in log.discovery:
-        if event.after_join is not None:
-            key = (event.node, event.capability)
-            first[key] = min(event.after_join, first.get(key, event.after_join))
-    after_join = sorted(first.values())
+    after_join = discovery_times(log, after_join=True)
     converged = bool(times) and len(times) >= log.expected_discoveries
     return {
         "expected": log.expected_discoveries,

@@ -202,6 +202,20 @@ def test_discovery_convergence() -> None:
     assert partial["converged_fraction"] == 0.8
 
 
+def test_discovery_after_a_nodes_own_join() -> None:
+    log = _log(
+        discovery=[
+            DiscoveryEvent(node="a", capability="x", at=9.0, after_join=2.0),
+            DiscoveryEvent(node="a", capability="x", at=8.0, after_join=1.0),
+            DiscoveryEvent(node="b", capability="x", at=9.0, after_join=4.0),
+            DiscoveryEvent(node="b", capability="y", at=9.0),  # no join time: left out
+        ]
+    )
+    discovery = summarize(log)["discovery"]
+    assert (discovery["after_join_p50"], discovery["after_join_max"]) == (2.5, 4.0)
+    assert discovery["p50"] == 9.0
+
+
 def test_lookup_figures() -> None:
     lookups = summarize(_log())["lookups"]
     assert lookups["count"] == 3
