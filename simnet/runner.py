@@ -132,15 +132,19 @@ def _workdir() -> Iterator[Path]:
 
 
 def _shares(scenario: Scenario, per_process: int) -> list[list[int]]:
-    indices = [p.index for p in placements(scenario)]
-    # Process 0 holds the requesters and the bootstrap nodes (the first after them).
+    """Node indices per worker process.  Process 0 holds the requesters and the
+    bootstrap nodes (the first after them), which the others dial.  When the swarm
+    needs more than one process, process 0 holds only those: a requester that
+    shares an event loop with dozens of joining hosts times its tasks by that
+    loop's lateness, which a real swarm's requester, on a machine of its own, does
+    not.  The others are dealt round-robin, so a ramp loads every process alike."""
+    indices = sorted(p.index for p in placements(scenario))
+    if len(indices) <= per_process:
+        return [indices]
     first = scenario.requesters + scenario.node.bootstrap_nodes
     head, rest = indices[:first], indices[first:]
-    processes = max(1, math.ceil(len(indices) / per_process))
-    shares = [head] + [[] for _ in range(processes - 1)]
-    for i, index in enumerate(rest):
-        shares[i % processes].append(index)
-    return [s for s in shares if s]
+    processes = math.ceil(len(rest) / per_process)
+    return [head] + [rest[k::processes] for k in range(processes) if rest[k::processes]]
 
 
 def run_processes(

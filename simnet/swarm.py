@@ -214,9 +214,15 @@ async def run_share(
                     starting.start_soon(nursery.start, node_life, index)
         emit({"type": "ready", "indices": list(share.indices)})
         nursery.start_soon(_churn, scenario, share, live, nursery, node_life, emit, t0)
+        if share.workload:
+            # Every process times lookups from its own nodes, so that in real mode
+            # the origins are the swarm's and not only the requesters' process.
+            phases = len(COMPARED) if scenario.workload.strategy == "compare" else 1
+            end = t0 + scenario.duration * phases
+            nursery.start_soon(_lookups, scenario, share, live.nodes, emit, t0, end)
         if 0 in share.indices and share.workload:
             requesters = [live.nodes[p.index] for p in places.values() if p.group is None]
-            await _workload(scenario, requesters, live.nodes, groups, liars, emit, t0)
+            await _workload(scenario, requesters, groups, liars, emit, t0)
             for index, node in live.nodes.items():
                 group = groups.get(index)
                 if group is None or group.behaviour == "honest":
@@ -292,7 +298,6 @@ async def _churn(
 async def _workload(
     scenario: Scenario,
     requesters: Sequence[Node],
-    nodes: Mapping[int, Node],
     groups: Mapping[int, Any],
     liars: set[str],
     emit: Emit,
@@ -323,7 +328,6 @@ async def _workload(
     end = begin + scenario.duration * len(strategies)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_samples, scenario, requesters, groups, liars, emit, t0, end)
-        nursery.start_soon(_lookups, scenario, nodes, emit, t0, end)
         for phase, strategy in enumerate(strategies):
             # Each phase replays the same arrivals and questions.
             rng = random.Random(f"workload:{scenario.seed}")
@@ -480,17 +484,28 @@ async def _samples(
 
 
 async def _lookups(
-    scenario: Scenario, nodes: Mapping[int, Node], emit: Emit, t0: float, end: float
+    scenario: Scenario,
+    share: Share,
+    nodes: Mapping[int, Node],
+    emit: Emit,
+    t0: float,
+    end: float,
 ) -> None:
-    """Timed DHT record lookups until ``end``: every ``LOOKUP_INTERVAL``,
-    ``LOOKUPS_PER_ROUND`` of them, each from a random running node (of this
-    process) for a random other node's record, so the figures are the swarm's and
-    not one node's view of it."""
-    rng = random.Random(f"lookups:{scenario.seed}")
+    """Timed DHT record lookups from ``t0`` until ``end``: every
+    ``LOOKUP_INTERVAL``, this share's part of ``LOOKUPS_PER_ROUND`` (in proportion
+    to its nodes, so the swarm's rate is the same however many processes run it),
+    each from a random running node of this share for a random other node's
+    record, so the figures are the swarm's and not one node's view of it."""
+    await trio.sleep_until(t0)
+    rng = random.Random(f"lookups:{scenario.seed}:{min(share.indices)}")
+    part, owed = LOOKUPS_PER_ROUND * len(share.indices) / scenario.nodes, 0.0
     while trio.current_time() < end:
         running = sorted(nodes)
+        owed += part
+        count = int(owed)
+        owed -= count
         async with trio.open_nursery() as nursery:
-            for _ in range(LOOKUPS_PER_ROUND if running else 0):
+            for _ in range(count if running else 0):
                 origin = rng.choice(running)
                 target = rng.choice([i for i in range(scenario.nodes) if i != origin] or [origin])
                 nursery.start_soon(

@@ -7,18 +7,36 @@ from pathlib import Path
 
 import pytest
 
-from simnet.runner import run_processes
-from simnet.scenario import load_scenario
+from simnet.__main__ import scaled
+from simnet.runner import NODES_PER_PROCESS, _shares, run_processes
+from simnet.scenario import bootstrap_indices, load_scenario
 
 SCENARIOS = Path(__file__).parents[2] / "simnet" / "scenarios"
 
 pytestmark = pytest.mark.timeout(300)
 
 
-def test_ten_nodes_answer_checkable_questions(tmp_path: Path) -> None:
+def test_a_large_swarm_leaves_the_requesters_process_to_them_and_the_bootstrap_nodes() -> None:
+    scenario = scaled(load_scenario(SCENARIOS / "scale.toml"), 200)
+    shares = _shares(scenario, NODES_PER_PROCESS)
+    assert shares[0] == [0, *bootstrap_indices(scenario)]
+    assert len(shares) == 5 and all(len(s) <= NODES_PER_PROCESS for s in shares)
+    assert sorted(i for s in shares for i in s) == list(range(200))
+    # Round-robin: a ramp (which starts nodes in index order) loads them alike.
+    assert {len(s) for s in shares[1:]} <= {47, 48}
+    assert all(s == sorted(s) and s[1] - s[0] == 4 for s in shares[1:])
+    # A swarm that fits in one process keeps one.
+    small = load_scenario(SCENARIOS / "small.toml")
+    assert _shares(small, NODES_PER_PROCESS) == [list(range(10))]
+
+
+def test_ten_nodes_in_three_processes_answer_checkable_questions(tmp_path: Path) -> None:
     scenario = load_scenario(SCENARIOS / "small.toml").with_overrides(duration=8.0, settle=15.0)
     assert scenario.nodes == 10
-    log = run_processes(scenario, "real", logs=tmp_path)
+    # Four nodes a process: the requester and the bootstrap node in one, the
+    # others in two more, as a large swarm is laid out.
+    log = run_processes(scenario, "real", logs=tmp_path, per_process=4)
+    assert len(list(tmp_path.glob("worker-*.log"))) == 3
     assert len(log.tasks) >= 10
     ok = [t for t in log.tasks if t.ok]
     assert len(ok) / len(log.tasks) >= 0.95
