@@ -210,6 +210,11 @@ def _unwrapping_interrupts(func: Any, args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # A shell starts a background job (`simnet run ... &` in a script) with
+        # SIGINT ignored, and neither Python nor trio then handles it; SIGTERM
+        # takes SIGINT's way out, so it would be ignored too.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
         code: int = _unwrapping_interrupts(args.func, args)

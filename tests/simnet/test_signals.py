@@ -29,8 +29,17 @@ def alive(pid: int) -> bool:
     return stat.exists() and stat.read_text().split()[2] != "Z"
 
 
-@pytest.mark.parametrize("mode", ["fast", "real"])
-def test_sigterm_stops_the_workers_and_removes_the_workdirs(tmp_path: Path, mode: str) -> None:
+def ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+# SIGINT ignored: as a shell starts a background job (`simnet run ... &` in a script).
+@pytest.mark.parametrize(
+    ("mode", "sigint_ignored"), [("fast", False), ("real", False), ("fast", True)]
+)
+def test_sigterm_stops_the_workers_and_removes_the_workdirs(
+    tmp_path: Path, mode: str, sigint_ignored: bool
+) -> None:
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     scenario, report = str(SCENARIOS / "small.toml"), str(tmp_path / "report")
@@ -40,6 +49,7 @@ def test_sigterm_stops_the_workers_and_removes_the_workdirs(tmp_path: Path, mode
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=ignore_sigint if sigint_ignored else None,
     )
     try:
         deadline = time.monotonic() + 60
