@@ -63,6 +63,8 @@ class LookupEvent:
     at: float
     latency: float
     ok: bool
+    origin: str | None = None
+    """The node that looked up (peer ID text)."""
     hops: int | None = None
     """Longest chain of referrals the lookup followed (llamanet.adapters.dht_stats)."""
     queries: int | None = None

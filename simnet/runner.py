@@ -280,7 +280,8 @@ def _gather(
     procs: list[subprocess.Popen[str]], log: RunLog, progress: Progress | None, deadline: float
 ) -> None:
     """Read every process's events as they come (one reader thread per pipe) until
-    process 0 says the workload is done, or ``deadline`` (wall clock) passes."""
+    process 0 says the workload is done and every other process that its lookups
+    are (or its pipe closes), or ``deadline`` (wall clock) passes."""
     lines: queue.Queue[tuple[int, str | None]] = queue.Queue()
 
     def reader(number: int, stream: IO[str]) -> None:
@@ -294,22 +295,22 @@ def _gather(
         thread = threading.Thread(target=reader, args=(number, proc.stdout), daemon=True)
         thread.start()
         threads.append(thread)
-    open_pipes = len(procs)
-    while open_pipes and time.time() < deadline:
+    measuring = set(range(len(procs)))
+    while measuring and time.time() < deadline:
         try:
             number, line = lines.get(timeout=1.0)
         except queue.Empty:
             continue
         if line is None:
-            open_pipes -= 1
+            measuring.discard(number)
             if number == 0:
                 break
             continue
         event = _collect_line(log, line)
         if event is not None and progress is not None:
             progress(event)
-        if event is not None and event["type"] == "done":
-            break
+        if event is not None and event["type"] in ("done", "lookups_done"):
+            measuring.discard(number)
     for proc in procs:
         if proc.poll() is None:
             proc.terminate()

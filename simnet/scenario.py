@@ -217,6 +217,28 @@ def placements(scenario: Scenario) -> list[Placement]:
 
 
 @dataclass(frozen=True, slots=True)
+class Arrival:
+    at: float
+    """Seconds after the workload (or, comparing strategies, its phase) starts."""
+    capability: str
+
+
+def arrivals(scenario: Scenario) -> list[Arrival]:
+    """The workload's task arrivals, Poisson at ``rate_per_s`` over ``duration``,
+    each capability drawn from ``mix``; from the seed, so a run (and every phase
+    of a comparison) has exactly these."""
+    w = scenario.workload
+    rng = random.Random(f"workload:{scenario.seed}")
+    capabilities, weights = list(w.mix), [float(v) for v in w.mix.values()]
+    out: list[Arrival] = []
+    at = rng.expovariate(w.rate_per_s)
+    while at < scenario.duration:
+        out.append(Arrival(at, rng.choices(capabilities, weights=weights)[0]))
+        at += rng.expovariate(w.rate_per_s)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
 class ChurnStep:
     at: float
     kind: Literal["join", "leave", "crash"]

@@ -43,6 +43,7 @@ from .scenario import (
     TASK_BEHAVIOURS,
     Placement,
     Scenario,
+    arrivals,
     bootstrap_indices,
     bootstraps_of,
     capabilities_for,
@@ -64,6 +65,8 @@ of the swarm's traffic and none of what the probe measures."""
 SAMPLE_INTERVAL = 2.0
 LOOKUP_INTERVAL = 1.0
 LOOKUPS_PER_ROUND = 4
+LOOKUP_TIMEOUT = 10.0
+"""A lookup still running after this counts as failed (and the run can end)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -214,22 +217,29 @@ async def run_share(
                     starting.start_soon(nursery.start, node_life, index)
         emit({"type": "ready", "indices": list(share.indices)})
         nursery.start_soon(_churn, scenario, share, live, nursery, node_life, emit, t0)
-        if share.workload:
-            # Every process times lookups from its own nodes, so that in real mode
-            # the origins are the swarm's and not only the requesters' process.
-            phases = len(COMPARED) if scenario.workload.strategy == "compare" else 1
-            end = t0 + scenario.duration * phases
-            nursery.start_soon(_lookups, scenario, share, live.nodes, emit, t0, end)
-        if 0 in share.indices and share.workload:
-            requesters = [live.nodes[p.index] for p in places.values() if p.group is None]
-            await _workload(scenario, requesters, groups, liars, emit, t0)
-            for index, node in live.nodes.items():
-                group = groups.get(index)
-                if group is None or group.behaviour == "honest":
-                    emit({"type": "rejected_records", "counts": dict(node.rejected_records)})
+        if not share.workload:
+            return
+        # Every process times lookups from its own nodes, so that in real mode the
+        # origins are the swarm's and not only the requesters' process.
+        phases = len(COMPARED) if scenario.workload.strategy == "compare" else 1
+        end = t0 + scenario.duration * phases
+        if 0 not in share.indices:
+            await _lookups(scenario, share, live.nodes, emit, t0, end)
             emit({"type": "rss", "mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
-            emit({"type": "done"})
-            nursery.cancel_scope.cancel()
+            # The runner waits for this from every process before it stops them.
+            emit({"type": "lookups_done"})
+            return
+        requesters = [live.nodes[p.index] for p in places.values() if p.group is None]
+        async with trio.open_nursery() as measuring:
+            measuring.start_soon(_lookups, scenario, share, live.nodes, emit, t0, end)
+            await _workload(scenario, requesters, groups, liars, emit, t0)
+        for index, node in live.nodes.items():
+            group = groups.get(index)
+            if group is None or group.behaviour == "honest":
+                emit({"type": "rejected_records", "counts": dict(node.rejected_records)})
+        emit({"type": "rss", "mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+        emit({"type": "done"})
+        nursery.cancel_scope.cancel()
 
 
 def capabilities_wanted(scenario: Scenario) -> list[str]:
@@ -322,7 +332,6 @@ async def _workload(
             await trio.sleep(0.2)
     begin = max(t0, trio.current_time())
     w = scenario.workload
-    caps, weights = list(w.mix), [float(v) for v in w.mix.values()]
     group_of = {peer_text(scenario.seed, i): g.name for i, g in groups.items() if g}
     strategies = COMPARED if w.strategy == "compare" else (w.strategy,)
     end = begin + scenario.duration * len(strategies)
@@ -330,20 +339,21 @@ async def _workload(
         nursery.start_soon(_samples, scenario, requesters, groups, liars, emit, t0, end)
         for phase, strategy in enumerate(strategies):
             # Each phase replays the same arrivals and questions.
-            rng = random.Random(f"workload:{scenario.seed}")
             start = begin + phase * scenario.duration
-            at, number = start, 0
-            while True:
-                at += rng.expovariate(w.rate_per_s)
-                if at >= start + scenario.duration:
-                    break
-                await trio.sleep_until(at)
-                capability = rng.choices(caps, weights=weights)[0]
+            for number, arrival in enumerate(arrivals(scenario)):
+                await trio.sleep_until(start + arrival.at)
                 requester = requesters[number % len(requesters)]
                 nursery.start_soon(
-                    _one_task, scenario, strategy, requester, number, capability, group_of, emit, t0
+                    _one_task,
+                    scenario,
+                    strategy,
+                    requester,
+                    number,
+                    arrival.capability,
+                    group_of,
+                    emit,
+                    t0,
                 )
-                number += 1
 
 
 async def _one_task(
@@ -516,15 +526,17 @@ async def _lookups(
 
 async def _timed_lookup(origin: Node, target: str, emit: Emit, t0: float) -> None:
     started = trio.current_time()
-    with tracing() as trace:
+    found = None
+    with tracing() as trace, trio.move_on_after(LOOKUP_TIMEOUT):
         try:
             found = await origin.dht.get_record(peer_id_from_text(target))
         except (LlamanetError, *NETWORK_ERRORS):  # churn may stop the origin meanwhile
-            found = None
+            pass
     lookup = LookupEvent(
         at=started - t0,
         latency=trio.current_time() - started,
         ok=found is not None,
+        origin=origin.peer_id_text,
         hops=trace.hops,
         queries=trace.queries,
     )

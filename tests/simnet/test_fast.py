@@ -10,7 +10,7 @@ import pytest
 from simnet.__main__ import scaled
 from simnet.fast import run_fast
 from simnet.metrics import summarize
-from simnet.scenario import load_scenario
+from simnet.scenario import arrivals, load_scenario
 
 SCENARIOS = Path(__file__).parents[2] / "simnet" / "scenarios"
 
@@ -47,5 +47,8 @@ def test_the_same_seed_gives_the_same_answers() -> None:
         ]
 
     assert outcome(first) == outcome(second)
+    # Every arrival the seed draws is a task in the log (which is in finishing order).
+    submitted = sorted(first.tasks, key=lambda t: t.submitted)
+    assert [t.capability for t in submitted] == [a.capability for a in arrivals(scenario)]
     other = run_fast(scenario.with_overrides(seed=scenario.seed + 1))
     assert outcome(other) != outcome(first)

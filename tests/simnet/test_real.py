@@ -10,6 +10,7 @@ import pytest
 from simnet.__main__ import scaled
 from simnet.runner import NODES_PER_PROCESS, _shares, run_processes
 from simnet.scenario import bootstrap_indices, load_scenario
+from simnet.swarm import peer_text
 
 SCENARIOS = Path(__file__).parents[2] / "simnet" / "scenarios"
 
@@ -46,6 +47,10 @@ def test_ten_nodes_in_three_processes_answer_checkable_questions(tmp_path: Path)
     found = {(d.node, d.capability) for d in log.discovery}
     assert len(found) == log.expected_discoveries == 20
     assert log.lookups and all(x.latency >= 0 for x in log.lookups)
+    # Lookups start from every process's nodes, and the run waits for them all.
+    head = {peer_text(scenario.seed, i) for i in (0, *bootstrap_indices(scenario))}
+    origins = {x.origin for x in log.lookups}
+    assert origins & head and origins - head
     assert log.reputation and log.peak_rss_mb > 0
     assert any("simulation" in note for note in log.notes)
 

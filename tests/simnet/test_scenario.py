@@ -10,6 +10,7 @@ import pytest
 
 from simnet.scenario import (
     ScenarioError,
+    arrivals,
     bootstrap_indices,
     bootstraps_of,
     churn_schedule,
@@ -126,6 +127,17 @@ def test_a_toml_error_names_the_file(tmp_path: Path) -> None:
     path.write_text("name = \n")
     with pytest.raises(ScenarioError, match=r"broken\.toml"):
         load_scenario(path)
+
+
+def test_the_seed_fixes_the_arrivals() -> None:
+    scale = load_scenario(next(p for p in SHIPPED if p.stem == "scale"))
+    tasks = arrivals(scale)
+    assert tasks == arrivals(scale) != arrivals(scale.with_overrides(seed=scale.seed + 1))
+    times = [a.at for a in tasks]
+    assert times == sorted(times) and times[0] > 0 and times[-1] < scale.duration
+    assert {a.capability for a in tasks} == set(scale.workload.mix)
+    # Poisson at 2 a second for 10 s: 20 expected, and this seed's draw is 27.
+    assert len(tasks) == 27
 
 
 def test_the_seed_fixes_identities_and_churn() -> None:
