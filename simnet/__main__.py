@@ -24,7 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from .events import RunLog
 from .report import render_comparison, render_terminal, write_report
 from .runner import expected_discoveries, run_processes
-from .scenario import COMPARED, MODES, Scenario, ScenarioError, arrivals, load_scenario
+from .scenario import MODES, Scenario, ScenarioError, arrivals, load_scenario, phases
 from .swarm import capabilities_wanted
 
 SCENARIOS = Path(__file__).parent / "scenarios"
@@ -72,8 +72,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def _expected_tasks(scenario: Scenario) -> int:
-    phases = len(COMPARED) if scenario.workload.strategy == "compare" else 1
-    return max(1, len(arrivals(scenario)) * phases)
+    return max(1, len(arrivals(scenario)) * len(phases(scenario)))
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -138,13 +138,13 @@ def _shares(scenario: Scenario, per_process: int) -> list[list[int]]:
     shares an event loop with dozens of joining hosts times its tasks by that
     loop's lateness, which a real swarm's requester, on a machine of its own, does
     not.  The others are dealt round-robin, so a ramp loads every process alike."""
-    indices = sorted(p.index for p in placements(scenario))
+    indices = [p.index for p in placements(scenario)]
     if len(indices) <= per_process:
         return [indices]
     first = scenario.requesters + scenario.node.bootstrap_nodes
     head, rest = indices[:first], indices[first:]
     processes = math.ceil(len(rest) / per_process)
-    return [head] + [rest[k::processes] for k in range(processes) if rest[k::processes]]
+    return [head] + [rest[k::processes] for k in range(processes)]
 
 
 def run_processes(

@@ -159,6 +159,13 @@ class Scenario:
 # -- derived, deterministic facts ------------------------------------------------------
 
 
+def phases(scenario: Scenario) -> tuple[str, ...]:
+    """The strategy of each phase of the workload: one, or every compared one in
+    turn (each phase replays the same arrivals for ``duration``)."""
+    strategy = scenario.workload.strategy
+    return COMPARED if strategy == "compare" else (strategy,)
+
+
 def capabilities_for(strategy: str) -> tuple[str, ...]:
     """What answering a composite question takes under ``strategy``."""
     if strategy == "decompose":

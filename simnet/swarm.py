@@ -39,7 +39,6 @@ from .agents import SimulatedAgent, is_correct, make_question
 from .attacks import flood, forge
 from .events import ChurnEvent, DiscoveryEvent, LookupEvent, ReputationSample, TaskEvent
 from .scenario import (
-    COMPARED,
     TASK_BEHAVIOURS,
     Placement,
     Scenario,
@@ -49,6 +48,7 @@ from .scenario import (
     capabilities_for,
     churn_schedule,
     node_seed,
+    phases,
     placements,
 )
 
@@ -221,8 +221,7 @@ async def run_share(
             return
         # Every process times lookups from its own nodes, so that in real mode the
         # origins are the swarm's and not only the requesters' process.
-        phases = len(COMPARED) if scenario.workload.strategy == "compare" else 1
-        end = t0 + scenario.duration * phases
+        end = t0 + scenario.duration * len(phases(scenario))
         if 0 not in share.indices:
             await _lookups(scenario, share, live.nodes, emit, t0, end)
             emit({"type": "rss", "mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
@@ -331,9 +330,8 @@ async def _workload(
         while not ready():  # noqa: ASYNC110
             await trio.sleep(0.2)
     begin = max(t0, trio.current_time())
-    w = scenario.workload
     group_of = {peer_text(scenario.seed, i): g.name for i, g in groups.items() if g}
-    strategies = COMPARED if w.strategy == "compare" else (w.strategy,)
+    strategies = phases(scenario)
     end = begin + scenario.duration * len(strategies)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_samples, scenario, requesters, groups, liars, emit, t0, end)
