@@ -28,6 +28,7 @@ from .events import RunLog
 from .memory_transport import LinkModel, MemoryNetwork, build_memory_host
 from .runner import Progress, collect_event, expected_discoveries, new_log
 from .scenario import Scenario, bootstrap_indices
+from .stopping import StopOnSignal
 from .swarm import Share, capabilities_wanted, peer_text, run_share
 
 START_PER_NODE = 0.05
@@ -74,7 +75,10 @@ def run_fast(scenario: Scenario, *, progress: Progress | None = None) -> RunLog:
         if progress is not None:
             progress(event)
 
+    stop: StopOnSignal | None = None
+
     async def main() -> None:
+        nonlocal stop
         with tempfile.TemporaryDirectory(prefix="simnet-fast-") as base:
             share = Share(
                 indices=tuple(range(scenario.nodes)),
@@ -88,9 +92,18 @@ def run_fast(scenario: Scenario, *, progress: Progress | None = None) -> RunLog:
                 + scenario.ramp
                 + scenario.settle
             )
-            await run_share(
-                scenario, share, emit, t0=t0, host_builder=host_builder, clock=simulated_wall_clock
-            )
+            async with trio.open_nursery() as nursery:
+                stop = StopOnSignal(nursery.cancel_scope)
+                await nursery.start(stop.run)
+                await run_share(
+                    scenario,
+                    share,
+                    emit,
+                    t0=t0,
+                    host_builder=host_builder,
+                    clock=simulated_wall_clock,
+                )
+                nursery.cancel_scope.cancel()
 
     started = time.monotonic()
     # Everything random that is not drawn from the scenario's own streams: peer
@@ -121,6 +134,8 @@ def run_fast(scenario: Scenario, *, progress: Progress | None = None) -> RunLog:
         setattr(routing_table, "secrets", real_secrets)  # noqa: B010
         gc.enable()
         gc.collect()
+    if stop is not None and stop.signal is not None:
+        raise KeyboardInterrupt
     log.wall_time = time.monotonic() - started
     log.peak_rss_mb = max(
         log.peak_rss_mb, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

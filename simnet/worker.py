@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import resource
-import signal
 import sys
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import trio
 
 from .scenario import parse_scenario
+from .stopping import StopOnSignal
 from .swarm import Share, run_share
 
 
@@ -41,17 +41,11 @@ async def _main(spec: dict[str, Any]) -> None:
     t0 = trio.current_time() + (float(spec["t0_wall"]) - time.time())
     async with trio.open_nursery() as nursery:
 
-        async def stop_on_signal() -> None:
-            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                async for _ in signals:
-                    nursery.cancel_scope.cancel()
-                    return
-
         async def stop_on_eof() -> None:
             await trio.to_thread.run_sync(sys.stdin.read, abandon_on_cancel=True)  # type: ignore[call-arg]
             nursery.cancel_scope.cancel()
 
-        nursery.start_soon(stop_on_signal)
+        await nursery.start(StopOnSignal(nursery.cancel_scope).run)
         nursery.start_soon(stop_on_eof)
         await run_share(scenario, share, _emit, t0=t0)
         nursery.cancel_scope.cancel()
