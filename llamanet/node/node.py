@@ -130,6 +130,11 @@ log = logging.getLogger(__name__)
 
 ADDRESS_TTL: Final = 3600
 FIND_FETCH_TIMEOUT: Final = 5.0
+FIND_LIMIT: Final = 20
+"""Providers ``find`` asks the DHT for, by default."""
+FIND_TIMEOUT: Final = 10.0
+"""Longest ``find`` takes by default; an ``ask`` gives it at most half of the
+time it has left."""
 BOOTSTRAP_TIMEOUT: Final = 5.0
 LAN_MEET_ATTEMPTS: Final = 4
 
@@ -870,7 +875,7 @@ class Node:
                 log.debug("DHT record of %s refused: %s", info.peer_id, exc)
 
     async def find(
-        self, capability: str, *, limit: int = 20, timeout: float = 10.0
+        self, capability: str, *, limit: int = FIND_LIMIT, timeout: float = FIND_TIMEOUT
     ) -> list[SignedRecord]:
         """Verified records of peers offering ``capability`` (never ourselves).
 
@@ -1056,7 +1061,8 @@ class Node:
 
         Candidates are verified peers offering the capability, best first (see
         :func:`rank_candidates`); a candidate that rejects, fails or cannot be
-        reached is skipped for the next one until the deadline, and
+        reached is skipped for the next one until the deadline; once every
+        provider this node knew has failed, the DHT is asked for others; and
         :class:`NoCandidatesError` lists them all if none answers.  ``peer`` pins
         the task to one peer, whose error is raised as it is.  A passed deadline
         raises :class:`RequestTimeoutError`.  ``on_chunk`` receives streamed chunk
@@ -1095,22 +1101,31 @@ class Node:
             )  # fmt: skip
         started = trio.current_time()
         deadline = self.clock() + timeout
-        if peer is not None:
-            targets = [peer_id_from_text(peer)]
-        else:
-            records = self._known_providers(capability)
-            if not records:
-                records = await self.find(capability, timeout=min(10.0, timeout / 2))
-            ranked = rank_candidates(
+        excluded = [peer_id_from_text(p) for p in exclude]
+        tried: set[bytes] = set()
+
+        def ranked(records: list[SignedRecord]) -> list[bytes]:
+            candidates = rank_candidates(
                 records,
                 capability,
-                exclude=[peer_id_from_text(p) for p in exclude],
+                exclude=[*excluded, *tried],
                 model=model,
                 max_price=max_price,
                 seen=self._observations(capability, (r.peer for r in records)),
                 explore=self.config.explore,
             )
-            targets = [c.record.peer for c in ranked]
+            return [c.record.peer for c in candidates]
+
+        # Whether the DHT has been asked for providers during this ask.
+        searched = peer is not None
+        if peer is not None:
+            targets = [peer_id_from_text(peer)]
+        else:
+            records = self._known_providers(capability)
+            if not records:
+                searched = True
+                records = await self.find(capability, timeout=min(FIND_TIMEOUT, timeout / 2))
+            targets = ranked(records)
         if not targets:
             raise NoCandidatesError(capability)
         conversation = None
@@ -1174,10 +1189,22 @@ class Node:
             attempts.append((peer_id_to_text(target), exc))
 
         pending = list(targets)
-        while pending and self.clock() < deadline:
+        while self.clock() < deadline:
+            if not pending:
+                if searched:
+                    break
+                # Every provider this node knew has failed. The registry holds what
+                # discovery happened to bring (a few per capability, thinning as
+                # peers leave), not the swarm: ask the DHT for others first.
+                searched = True
+                left = deadline - self.clock()
+                pending = ranked(await self.find(capability, timeout=min(FIND_TIMEOUT, left / 2)))
+                continue
             target = pending.pop(0)
+            tried.add(target)
             if hedge and pending:
                 second = pending.pop(0)
+                tried.add(second)
                 won, errors = await self._hedged(
                     run, target, second, deadline, self._hedge_delay(target, hedge), forward
                 )

@@ -1,5 +1,6 @@
 """Failover and hedging between real nodes on loopback: a worker that never
-answers, one that is overloaded, one killed mid-task, and a hedged request."""
+answers, one that is overloaded, one killed mid-task, the only known provider
+failing, and a hedged request."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import trio
 
+from llamanet.errors import NoCandidatesError
 from llamanet.node.node import Node
 
 from ..doubles import DelayedAnswerDouble, SlowSkillDouble
@@ -178,3 +181,47 @@ async def test_failures_cost_reputation_which_steers_later_tasks(tmp_path: Path)
         assert picked[-1] is False  # the bad peer is no longer tried first
         rows = {row["peer_id"]: row for row in requester.peers()}
         assert rows[bad.peer_id_text]["reputation"] < NEUTRAL
+
+
+async def test_when_every_known_provider_fails_the_dht_is_asked_for_others(
+    tmp_path: Path,
+) -> None:
+    from ..doubles import CrashingSkillDouble
+
+    class Flaky(CrashingSkillDouble):
+        """TEST DOUBLE: serves test.crash, always failing."""
+
+    async with (
+        start_node(tmp_path / "bad", backends=[Flaky()]) as bad,
+        start_node(
+            tmp_path / "good", backends=[DelayedAnswerDouble("ok", 0, "test.crash")]
+        ) as good,
+        start_node(tmp_path / "r", bootstrap=(bad.addrs()[0], good.addrs()[0])) as requester,
+    ):
+        await providers_of(requester, "test.crash", 2)
+        # As churn leaves a node's registry: one provider known, and it fails.
+        requester.registry.remove(good.peer_id)
+        assert [r.peer for r in requester._known_providers("test.crash")] == [bad.peer_id]
+        answer = await requester.ask("test.crash", None, timeout=10)
+        assert answer.output == "ok" and answer.peer == good.peer_id_text
+        assert [peer for peer, _ in answer.attempts] == [bad.peer_id_text]
+
+
+async def test_when_the_dht_knows_no_other_provider_the_one_attempt_is_the_error(
+    tmp_path: Path,
+) -> None:
+    from ..doubles import CrashingSkillDouble
+
+    class Flaky(CrashingSkillDouble):
+        """TEST DOUBLE: serves test.crash, always failing."""
+
+    async with (
+        start_node(tmp_path / "bad", backends=[Flaky()]) as bad,
+        start_node(tmp_path / "r", bootstrap=(bad.addrs()[0],)) as requester,
+    ):
+        await providers_of(requester, "test.crash", 1)
+        with pytest.raises(NoCandidatesError) as caught:
+            await requester.ask("test.crash", None, timeout=10)
+        # The DHT found the same failing peer again; it was not asked twice.
+        assert [peer for peer, _ in caught.value.attempts] == [bad.peer_id_text]
+        assert requester.status()["tasks_sent"] == {"test.crash:internal": 1}
