@@ -28,7 +28,7 @@ from llamanet.adapters.task_traffic import counting_traffic
 from llamanet.api.server import serve_api
 from llamanet.errors import LlamanetError
 from llamanet.node.config import NodeConfig
-from llamanet.node.node import HostBuilder, Node, open_node
+from llamanet.node.node import FIND_LIMIT, HostBuilder, Node, open_node
 from llamanet.node.pow_cache import cached_pow, save_pow
 from llamanet.protocol.config import TEST_POW_DIFFICULTY
 from llamanet.protocol.peer_ids import peer_id_from_text
@@ -61,7 +61,10 @@ DISCOVERY_PROBE_LIMIT = 3
 """Providers a discovery probe asks for.  "Can find" needs one verified provider;
 asking for Node.find's default 20 would have every node fetch (and then watch
 for liveness) twenty records per capability, which at a thousand nodes is most
-of the swarm's traffic and none of what the probe measures."""
+of the swarm's traffic and none of what the probe measures.  A requester's probe
+asks for as many as ``Node.find`` does by default: what it finds is what its
+tasks go to, as a node that asks for a capability it knows nobody for finds that
+many itself."""
 SAMPLE_INTERVAL = 2.0
 LOOKUP_INTERVAL = 1.0
 LOOKUPS_PER_ROUND = 4
@@ -192,8 +195,9 @@ async def run_share(
                     services.start_soon(attack, node, index, place.group.behaviour)
                 live.nodes[index] = node
                 emit({"type": "node_up", "index": index})
+                limit = DISCOVERY_PROBE_LIMIT if place.group is not None else FIND_LIMIT
                 services.start_soon(
-                    _discovery_probe, scenario, node, emit, began, trio.current_time()
+                    _discovery_probe, scenario, node, emit, began, trio.current_time(), limit
                 )
                 task_status.started()
                 try:
@@ -253,14 +257,20 @@ def capabilities_wanted(scenario: Scenario) -> list[str]:
 
 
 async def _discovery_probe(
-    scenario: Scenario, node: Node, emit: Emit, began: float, joined: float
+    scenario: Scenario,
+    node: Node,
+    emit: Emit,
+    began: float,
+    joined: float,
+    limit: int,
 ) -> None:
-    """Record when ``node`` can first find each capability the workload needs,
-    counted from when the nodes began to start and from when it joined."""
+    """Record when ``node`` can first find each capability the workload needs
+    (asking for ``limit`` providers), counted from when the nodes began to start
+    and from when it joined."""
     for capability in capabilities_wanted(scenario):
         while True:
             try:
-                found = await node.find(capability, limit=DISCOVERY_PROBE_LIMIT)
+                found = await node.find(capability, limit=limit)
             except LlamanetError:
                 found = []
             if found:
