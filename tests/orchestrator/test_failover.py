@@ -15,10 +15,14 @@ import trio
 from llamanet.errors import NoCandidatesError
 from llamanet.node.node import Node
 
-from ..doubles import DelayedAnswerDouble, SlowSkillDouble
+from ..doubles import CrashingSkillDouble, DelayedAnswerDouble, SlowSkillDouble
 from ..nodes import eventually, providers_of, start_node
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+class Flaky(CrashingSkillDouble):
+    """TEST DOUBLE: serves test.crash, always failing."""
 
 
 def prefer(requester: Node, *order: Node) -> None:
@@ -153,11 +157,6 @@ def test_the_hedge_threshold_is_the_p95_of_own_round_trips(tmp_path: Path) -> No
 async def test_failures_cost_reputation_which_steers_later_tasks(tmp_path: Path) -> None:
     from llamanet.trust.reputation import NEUTRAL
 
-    from ..doubles import CrashingSkillDouble
-
-    class Flaky(CrashingSkillDouble):
-        """TEST DOUBLE: serves test.crash, always failing."""
-
     async with (
         start_node(tmp_path / "bad", backends=[Flaky()]) as bad,
         start_node(
@@ -186,11 +185,6 @@ async def test_failures_cost_reputation_which_steers_later_tasks(tmp_path: Path)
 async def test_when_every_known_provider_fails_the_dht_is_asked_for_others(
     tmp_path: Path,
 ) -> None:
-    from ..doubles import CrashingSkillDouble
-
-    class Flaky(CrashingSkillDouble):
-        """TEST DOUBLE: serves test.crash, always failing."""
-
     async with (
         start_node(tmp_path / "bad", backends=[Flaky()]) as bad,
         start_node(
@@ -210,11 +204,6 @@ async def test_when_every_known_provider_fails_the_dht_is_asked_for_others(
 async def test_when_the_dht_knows_no_other_provider_the_one_attempt_is_the_error(
     tmp_path: Path,
 ) -> None:
-    from ..doubles import CrashingSkillDouble
-
-    class Flaky(CrashingSkillDouble):
-        """TEST DOUBLE: serves test.crash, always failing."""
-
     async with (
         start_node(tmp_path / "bad", backends=[Flaky()]) as bad,
         start_node(tmp_path / "r", bootstrap=(bad.addrs()[0],)) as requester,
