@@ -1116,14 +1116,14 @@ class Node:
             )
             return [c.record.peer for c in candidates]
 
-        # Whether the DHT has been asked for providers during this ask.
-        searched = peer is not None
+        # ``searched``: no (more) providers to look for in the DHT, because it was
+        # asked during this ask already, or the task is pinned to ``peer``.
         if peer is not None:
-            targets = [peer_id_from_text(peer)]
+            searched, targets = True, [peer_id_from_text(peer)]
         else:
             records = self._known_providers(capability)
-            if not records:
-                searched = True
+            searched = not records
+            if searched:
                 records = await self.find(capability, timeout=min(FIND_TIMEOUT, timeout / 2))
             targets = ranked(records)
         if not targets:
