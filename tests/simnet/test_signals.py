@@ -84,7 +84,6 @@ def test_sigterm_stops_the_workers_and_removes_the_workdirs(
 def test_a_signal_mid_workload_cancels_the_fast_swarm_as_a_whole(signum: int) -> None:
     scenario = load_scenario(SCENARIOS / "small.toml").with_overrides(mode="fast")
     tasks: list[dict[str, object]] = []
-    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
 
     def on_event(event: dict[str, object]) -> None:
         if event["type"] == "task":
@@ -94,9 +93,19 @@ def test_a_signal_mid_workload_cancels_the_fast_swarm_as_a_whole(signum: int) ->
                 # would raise KeyboardInterrupt in that task alone.
                 signal.raise_signal(signum)
 
-    # One KeyboardInterrupt, not an exception group out of some node's nursery.
-    with pytest.raises(KeyboardInterrupt):
-        run_fast(scenario, progress=on_event)
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # SIGTERM as `python -m simnet` has it: should the run not take the signal
+    # itself, the test fails instead of pytest being terminated.
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+        # One KeyboardInterrupt, not an exception group out of some node's nursery.
+        with pytest.raises(KeyboardInterrupt):
+            run_fast(scenario, progress=on_event)
+        assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     assert tasks, "the workload never started"
     assert len(tasks) < 10, "the run went on after the signal"
-    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
