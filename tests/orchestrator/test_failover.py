@@ -7,6 +7,8 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,21 @@ ROOT = Path(__file__).resolve().parents[2]
 
 class Flaky(CrashingSkillDouble):
     """TEST DOUBLE: serves test.crash, always failing."""
+
+
+@asynccontextmanager
+async def bad_and_good(tmp_path: Path) -> AsyncIterator[tuple[Node, Node, Node]]:
+    """Two providers of ``test.crash``, one always failing and one answering "ok",
+    and a requester that holds both their records."""
+    async with (
+        start_node(tmp_path / "bad", backends=[Flaky()]) as bad,
+        start_node(
+            tmp_path / "good", backends=[DelayedAnswerDouble("ok", 0, "test.crash")]
+        ) as good,
+        start_node(tmp_path / "r", bootstrap=(bad.addrs()[0], good.addrs()[0])) as requester,
+    ):
+        await providers_of(requester, "test.crash", 2)
+        yield bad, good, requester
 
 
 def prefer(requester: Node, *order: Node) -> None:
@@ -157,14 +174,7 @@ def test_the_hedge_threshold_is_the_p95_of_own_round_trips(tmp_path: Path) -> No
 async def test_failures_cost_reputation_which_steers_later_tasks(tmp_path: Path) -> None:
     from llamanet.trust.reputation import NEUTRAL
 
-    async with (
-        start_node(tmp_path / "bad", backends=[Flaky()]) as bad,
-        start_node(
-            tmp_path / "good", backends=[DelayedAnswerDouble("ok", 0, "test.crash")]
-        ) as good,
-        start_node(tmp_path / "r", bootstrap=(bad.addrs()[0], good.addrs()[0])) as requester,
-    ):
-        await providers_of(requester, "test.crash", 2)
+    async with bad_and_good(tmp_path) as (bad, good, requester):
         # The bad peer looks a little faster, so it is tried first at the start.
         requester._rtt[bad.peer_id].extend([4.0] * 9)
         requester._rtt[good.peer_id].extend([5.0] * 9)
@@ -185,14 +195,7 @@ async def test_failures_cost_reputation_which_steers_later_tasks(tmp_path: Path)
 async def test_when_every_known_provider_fails_the_dht_is_asked_for_others(
     tmp_path: Path,
 ) -> None:
-    async with (
-        start_node(tmp_path / "bad", backends=[Flaky()]) as bad,
-        start_node(
-            tmp_path / "good", backends=[DelayedAnswerDouble("ok", 0, "test.crash")]
-        ) as good,
-        start_node(tmp_path / "r", bootstrap=(bad.addrs()[0], good.addrs()[0])) as requester,
-    ):
-        await providers_of(requester, "test.crash", 2)
+    async with bad_and_good(tmp_path) as (bad, good, requester):
         # As churn leaves a node's registry: one provider known, and it fails.
         requester.registry.remove(good.peer_id)
         assert [r.peer for r in requester._known_providers("test.crash")] == [bad.peer_id]
