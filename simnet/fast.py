@@ -25,7 +25,7 @@ from llamanet.trust.keys import Identity
 
 from . import memory_transport
 from .events import RunLog
-from .memory_transport import LinkModel, MemoryNetwork, build_memory_host
+from .memory_transport import PLAINTEXT_NOTE, LinkModel, MemoryNetwork, build_memory_host
 from .runner import Progress, collect_event, expected_discoveries, new_log
 from .scenario import Scenario, bootstrap_indices
 from .stopping import StopOnSignal
@@ -141,6 +141,7 @@ def run_fast(scenario: Scenario, *, progress: Progress | None = None) -> RunLog:
         log.peak_rss_mb, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     )
     tasks = max(1, len(log.tasks))
+    log.notes.append(PLAINTEXT_NOTE)
     log.notes.append(
         f"Simulated network ({scenario.network.latency_ms:g} ms ± "
         f"{scenario.network.jitter_ms:g} ms per link): {network.total.messages} messages, "

@@ -824,6 +824,12 @@ class MemoryTransport(ITransport):
 
 # -- hosts -----------------------------------------------------------------------
 
+PLAINTEXT_NOTE: Final = (
+    "Fast mode's connections use libp2p's plaintext handshake, not Noise, so a peer "
+    "ID is not proven by the transport here; llamanet's nodes negotiate Noise only "
+    "(real and lan modes do). Record and receipt signatures are real Ed25519."
+)
+
 
 def build_memory_host(
     seed32: bytes,

@@ -3,6 +3,13 @@
 py-libp2p 0.8.1 behaviours handled here, each with a test in
 ``tests/adapters/test_libp2p_upstream.py`` that fails when upstream changes:
 
+* ``new_host`` without ``sec_opt`` offers Noise, TLS, SECIO *and plaintext*
+  (``/plaintext/2.0.0``), and a dialler that offers only plaintext is accepted.
+  Plaintext carries a public key with no proof of its private key, so such a
+  dialler can connect as any peer ID it likes.  :func:`build_host` passes
+  :func:`noise_only`: the handshake itself proves the remote peer's ID, and a
+  dial to an address under the wrong peer ID fails (Noise compares the key it
+  gets with the peer ID it dialled).  Pinned in ``tests/adapters/test_noise_only.py``.
 * ``KadDHT(protocol_prefix=...)`` is ignored on the wire: ``PROTOCOL_ID =
   "/ipfs/kad/1.0.0"`` is hard-coded in ``libp2p/kad_dht/common.py`` and imported by
   value into ``kad_dht.py``, ``peer_routing.py``, ``value_store.py`` and
@@ -38,17 +45,21 @@ py-libp2p 0.8.1 behaviours handled here, each with a test in
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 import ifaddr
 import multiaddr
+import multiaddr.exceptions
 import trio
 from libp2p import new_host
-from libp2p.abc import IHost, INetStream
+from libp2p.abc import IHost, INetStream, ISecureTransport
 from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.crypto.keys import KeyPair
+from libp2p.crypto.x25519 import create_new_key_pair as create_new_x25519_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.exceptions import BaseLibp2pError
 from libp2p.kad_dht import common as _kad_common
@@ -60,6 +71,8 @@ from libp2p.network.config import ConnectionConfig
 from libp2p.network.stream.exceptions import StreamEOF
 from libp2p.peer.id import ID
 from libp2p.rcmgr import Direction
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
 
 from llamanet.errors import PeerUnreachableError, StreamBrokenError
 from llamanet.trust.keys import Identity
@@ -236,6 +249,25 @@ def expand_unspecified(addrs: Sequence[multiaddr.Multiaddr]) -> list[multiaddr.M
     return list(dict.fromkeys(out))
 
 
+def parse_multiaddrs(raw: Iterable[bytes]) -> list[multiaddr.Multiaddr]:
+    """The addresses in ``raw`` that parse; a peer's bad address is its problem,
+    not ours."""
+    addrs = []
+    for item in raw:
+        with contextlib.suppress(ValueError, TypeError, multiaddr.exceptions.Error):
+            addrs.append(multiaddr.Multiaddr(item))
+    return addrs
+
+
+def noise_only(key_pair: KeyPair) -> dict[TProtocol, ISecureTransport]:
+    """The one security transport llamanet negotiates (see the module docstring)."""
+    return {
+        NOISE_PROTOCOL_ID: NoiseTransport(
+            key_pair, noise_privkey=create_new_x25519_key_pair().private_key
+        )
+    }
+
+
 def build_host(identity: Identity, listen: Sequence[multiaddr.Multiaddr]) -> IHost:
     """A TCP + Noise + Yamux host with ``identity``'s Ed25519 key.  Not yet
     listening: run it with ``host.run(listen)``."""
@@ -244,6 +276,7 @@ def build_host(identity: Identity, listen: Sequence[multiaddr.Multiaddr]) -> IHo
     key_pair = create_new_key_pair(identity.seed)
     host = new_host(
         key_pair=key_pair,
+        sec_opt=noise_only(key_pair),
         listen_addrs=list(listen),
         connection_config=connection_config(),
         enable_mDNS=False,

@@ -32,6 +32,8 @@ def test_fifty_nodes_in_simulated_time() -> None:
     # the whole run took.
     assert log.duration == 5.0
     assert any("bytes per task" in note for note in log.notes)
+    # ...and that its transport is plaintext, unlike a real node's.
+    assert any("plaintext" in note and "Noise" in note for note in log.notes)
 
 
 def test_the_same_seed_gives_the_same_answers() -> None:
