@@ -9,7 +9,8 @@
     │   └── RemoteProtocolError       a peer sent something the protocol forbids
     │       ├── FrameTooLargeError    length prefix over the limit (checked before reading)
     │       ├── DecodeError           bytes that are not a valid message
-    │       └── InvalidReceiptError   a result whose receipt does not verify
+    │       ├── InvalidReceiptError   a result whose receipt does not verify
+    │       └── KadRequestRefused     a DHT request the server will not answer
     ├── RecordError                   a signed record was refused
     │   ├── MalformedRecordError
     │   ├── RecordTooLargeError
@@ -128,6 +129,18 @@ class DecodeError(RemoteProtocolError):
 class InvalidReceiptError(RemoteProtocolError):
     """Raised by a requester when a worker's result carries a receipt that does not
     verify against the worker's key, the task we sent and the output we got."""
+
+
+class KadRequestRefused(RemoteProtocolError):
+    """Raised by the DHT server for an inbound Kademlia request it will not answer
+    (bad protobuf, a key too long, a sender record of another peer, a value the
+    validator refuses, over the ADD_PROVIDER rate).  The kad-dht spec answers any
+    error by resetting the stream, which is what the server then does.  ``reason``
+    is a short stable tag for logs and counters."""
+
+    def __init__(self, reason: str, msg: str, *, peer_id: str | None = None) -> None:
+        super().__init__(msg, peer_id=peer_id)
+        self.reason = reason
 
 
 # --- records --------------------------------------------------------------

@@ -17,10 +17,10 @@ its per-peer RPCs, because in py-libp2p 0.8.1 (each pinned by a test in
   re-announce everything in one unpaced burst;
 * the ``FIND_NODE`` handler refuses a key longer than 50 bytes that is not a
   multihash, which includes every record key (``/llamanet/caps/<id>`` is 67
-  bytes), so upstream's own ``put_value`` never gets past its routing table.  We
-  look record keys up by the sha2-256 multihash of the key
-  (:func:`lookup_target`); writer and reader both do, so they meet at the same
-  peers;
+  bytes), so neither upstream's ``put_value`` nor a go or js peer's walk gets
+  past it.  Inbound requests are answered by :class:`~.kad_server.KadServer`
+  instead, and every lookup sends the raw key, placed at sha256(key) as the
+  spec, go and js place it;
 * inbound KAD streams have no idle limit, and a client that cancels a query also
   cancels its ``stream.close()``, so a server slot (12 in all) can be held
   forever: every inbound KAD stream here is bounded in time;
@@ -35,16 +35,13 @@ Every record that comes back from the network is checked by
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-import multiaddr
-import multiaddr.exceptions
 import trio
 import varint
 from google.protobuf.message import DecodeError as ProtobufDecodeError
@@ -72,7 +69,8 @@ from llamanet.protocol.records import DHT_KEY_PREFIX, SignedRecord, open_record
 from llamanet.trust.limits import PeerBuckets, TokenBucket
 
 from .dht_stats import DhtStats, current_trace, tracing
-from .libp2p_host import KAD_PROTOCOL, NETWORK_ERRORS
+from .kad_server import KadServer
+from .libp2p_host import KAD_PROTOCOL, NETWORK_ERRORS, parse_multiaddrs
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -95,15 +93,6 @@ BUCKET_SIZE: Final = 20
 REFERRAL_ADDR_TTL: Final = 3600
 """Seconds the peerstore keeps the addresses a DHT answer gave for a closer peer
 (what upstream's FIND_NODE client uses)."""
-
-
-def _multiaddrs(raw: Iterable[bytes]) -> list[multiaddr.Multiaddr]:
-    """The addresses that parse; a peer's bad address is its problem, not ours."""
-    addrs = []
-    for item in raw:
-        with contextlib.suppress(ValueError, TypeError, multiaddr.exceptions.Error):
-            addrs.append(multiaddr.Multiaddr(item))
-    return addrs
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -129,14 +118,6 @@ class DHTConfig:
 @dataclass(slots=True)
 class _Outcome:
     value: str = "empty"
-
-
-def lookup_target(key: bytes) -> bytes:
-    """The ``FIND_NODE`` target for a DHT key: provider keys are multihashes already
-    (sha2-256, 34 bytes); record keys become the sha2-256 multihash of the key."""
-    if len(key) == 34 and key[:2] == b"\x12\x20":
-        return key
-    return b"\x12\x20" + hashlib.sha256(key).digest()
 
 
 class CapsValidator(Validator):
@@ -187,8 +168,12 @@ class LlamanetDHT:
         *,
         swarm: str,
         config: DHTConfig | None = None,
+        admit: Callable[[bytes], Awaitable[bool]] | None = None,
     ) -> None:
         self.host = host
+        self._admit = admit
+        """Whether a peer may use our DHT at all (a private swarm's gate); ``None``:
+        everyone may."""
         self.validator = validator
         self.swarm = swarm
         self.config = config or DHTConfig()
@@ -209,7 +194,7 @@ class LlamanetDHT:
         # resetting the rest), so one peer could hold every slot: the total is raised
         # and each peer gets its own rate and share of it.  A busy requester does
         # hold about ten at once (lookups in parallel), so the share is not smaller.
-        self.kad._inbound_limiter = trio.CapacityLimiter(self.config.max_inbound_streams)
+        self.server = KadServer(self.kad, max_inbound_streams=self.config.max_inbound_streams)
         self._stream_buckets = PeerBuckets(
             self.config.streams_per_peer_per_s, 5 * self.config.streams_per_peer_per_s
         )
@@ -271,6 +256,14 @@ class LlamanetDHT:
 
     async def _handle_kad_stream(self, stream: INetStream) -> None:
         peer = stream.muxed_conn.peer_id.to_bytes()
+        if self._admit is not None and not await self._admit(peer):
+            # Not a member of this private swarm: it neither stores nor learns
+            # anything here, and never enters the routing table.
+            self.refused_streams += 1
+            log.debug("reset a KAD stream from %s: not admitted", stream.muxed_conn.peer_id)
+            with contextlib.suppress(*NETWORK_ERRORS):
+                await stream.reset()
+            return
         if self._open_streams[
             peer
         ] >= self.config.max_streams_per_peer or self._stream_buckets.try_take(
@@ -284,7 +277,7 @@ class LlamanetDHT:
         self._open_streams[peer] += 1
         try:
             with trio.move_on_after(self.config.inbound_stream_timeout) as scope:
-                await self.kad.handle_stream(stream)
+                await self.server.serve(stream)
         finally:
             self._open_streams[peer] -= 1
             if self._open_streams[peer] <= 0:
@@ -308,6 +301,10 @@ class LlamanetDHT:
         except NETWORK_ERRORS as exc:
             log.debug("could not add %s to the routing table: %r", ID(peer_id), exc)
             return False
+
+    def remove_peer(self, peer_id: bytes) -> None:
+        """Take ``peer_id`` out of the routing table (if it is there)."""
+        self.kad.routing_table.remove_peer(ID(peer_id))
 
     def routing_table_size(self) -> int:
         return int(self.kad.get_routing_table_size())
@@ -337,7 +334,7 @@ class LlamanetDHT:
     async def _closest(self, key: bytes) -> list[ID]:
         peers: list[ID] = []
         with trio.move_on_after(self.config.lookup_timeout) as scope:
-            peers = await self.kad.peer_routing.find_closest_peers_network(lookup_target(key))
+            peers = await self.kad.peer_routing.find_closest_peers_network(key)
         if scope.cancelled_caught:
             log.debug("closest-peer lookup for %s timed out", key[:12].hex())
             if (trace := current_trace()) is not None:
@@ -555,7 +552,7 @@ class LlamanetDHT:
             log.debug("%s answered GET_PROVIDERS with a bad signed record", peer)
             return [], []
         providers = [
-            PeerInfo(ID(entry.id), _multiaddrs(entry.addrs))
+            PeerInfo(ID(entry.id), parse_multiaddrs(entry.addrs))
             for entry in reply.providerPeers
             if entry.id and maybe_consume_signed_record(entry, self.host)
         ]
@@ -565,7 +562,7 @@ class LlamanetDHT:
             if not entry.id or not maybe_consume_signed_record(entry, self.host):
                 continue
             referral = ID(entry.id)
-            if addrs := _multiaddrs(entry.addrs):
+            if addrs := parse_multiaddrs(entry.addrs):
                 peerstore.add_addrs(referral, addrs, REFERRAL_ADDR_TTL)
             closer.append(referral)
         return providers, closer

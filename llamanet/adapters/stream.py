@@ -79,32 +79,36 @@ class TrioByteStream:
         await self.close()
 
 
+async def next_body(stream: ByteStream, decoder: FrameDecoder) -> bytes | None:
+    """The next frame body on ``stream``, or ``None`` at a clean end of stream
+    (between frames).  Raises :class:`DecodeError`/:class:`FrameTooLargeError` for a
+    bad or oversized prefix and for a stream that ends inside a frame."""
+    while True:
+        body = decoder.next_frame()
+        if not isinstance(body, _NeedData):
+            return body
+        if decoder.at_eof:
+            return None
+        decoder.receive_data(await stream.read())
+
+
 async def read_message(stream: ByteStream, decoder: FrameDecoder) -> Message | None:
     """The next message on ``stream``, or ``None`` at a clean end of stream.
 
     For request/response protocols without a state machine (caps).  Raises
     :class:`DecodeError`/:class:`FrameTooLargeError` for bad bytes.
     """
-    while True:
-        body = decoder.next_frame()
-        if not isinstance(body, _NeedData):
-            return decode_message(body)
-        if decoder.at_eof:
-            return None
-        decoder.receive_data(await stream.read())
+    body = await next_body(stream, decoder)
+    return None if body is None else decode_message(body)
 
 
 async def read_frame(stream: ByteStream, max_frame_size: int, what: str) -> bytes:
     """The body of the one frame a one-shot protocol expects (bids, membership);
     :class:`DecodeError` if the stream ends first, naming ``what`` was expected."""
-    decoder = FrameDecoder(max_frame_size)
-    while True:
-        body = decoder.next_frame()
-        if not isinstance(body, _NeedData):
-            return body
-        if decoder.at_eof:
-            raise DecodeError(f"the stream ended before {what}")
-        decoder.receive_data(await stream.read())
+    body = await next_body(stream, FrameDecoder(max_frame_size))
+    if body is None:
+        raise DecodeError(f"the stream ended before {what}")
+    return body
 
 
 async def request(stream: ByteStream, msg: Message, *, max_frame_size: int) -> Message:

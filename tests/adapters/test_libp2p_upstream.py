@@ -37,7 +37,6 @@ from llamanet.adapters.dht import (
     PROVIDE_RATE,
     CapsValidator,
     LlamanetDHT,
-    lookup_target,
 )
 from llamanet.adapters.libp2p_host import (
     KAD_PROTOCOL,
@@ -196,17 +195,29 @@ async def test_our_put_counts_the_replicas_that_accepted(tmp_path: Path) -> None
         assert await a.dht.put_record(a.record) == 0
 
 
-async def test_find_node_refuses_long_keys_so_records_use_a_multihash_target(
+async def test_upstream_find_node_refuses_record_keys_so_our_server_answers_them(
     tmp_path: Path,
 ) -> None:
+    # Upstream's handler resets a FIND_NODE whose key is over 50 bytes and not a
+    # multihash: every record key, which go and js look up raw before a put or get.
     key = dht_key_for(Identity.generate().peer_id).encode()
     assert len(key) > 50
-    assert lookup_target(key)[:2] == b"\x12\x20"
-    assert lookup_target(lookup_target(key)) == lookup_target(key)
     source = inspect.getsource(kad_module.KadDHT._do_handle_stream)
     assert "2 <= len(target_key) <= 50" in source
+    async with stock_dhts(3) as (hub, stock, client):
+        assert await stock.add_peer(hub.host.get_id())
+        client.host.get_peerstore().add_addrs(stock.host.get_id(), stock.host.get_addrs(), 60)
+        ask = client.peer_routing._query_peer_for_closest
+        assert await ask(stock.host.get_id(), b"a short key") == [hub.host.get_id()]
+        assert await ask(stock.host.get_id(), key) == []
     async with start_swarm(tmp_path, 4) as nodes:
-        # records really reach the other nodes (not just the writer's table)
+        client_node, server = nodes[0], nodes[1]
+        named = await client_node.dht.kad.peer_routing._query_peer_for_closest(
+            ID(server.peer_id), key
+        )
+        assert named and ID(server.peer_id) not in named
+        assert server.dht.server.answered["FIND_NODE"] >= 1
+        # ...and records really reach the other nodes (not just the writer's table)
         holders = [
             n for n in nodes if n.dht.kad.value_store.get(dht_key_for(nodes[3].peer_id).encode())
         ]

@@ -48,10 +48,12 @@ async def test_capability_found_through_the_dht_and_streamed(tmp_path: Path) -> 
 
 async def test_a_lying_replica_cannot_poison_a_lookup(tmp_path: Path) -> None:
     async with start_swarm(tmp_path, 3) as (bootstrap, victim, alice):
-        # bootstrap's store holds a forged copy of alice's record; the victim's
-        # lookup ignores it and still returns alice's genuine newest record.
+        # bootstrap lies: its store holds a forged copy of alice's record, and it
+        # serves it (an honest server checks what it serves; a liar does not).  The
+        # victim's lookup ignores it and still returns alice's genuine newest record.
         key = dht_key_for(alice.peer_id).encode()
         bootstrap.dht.kad.value_store.put(key, tamper(alice.record.envelope))
+        bootstrap.dht.server._still_valid = lambda key, held: True  # type: ignore[method-assign]
         rejected_before = victim.rejected_records["bad_signature"]
         looked_up = await victim.lookup_record(alice.peer_id)
         assert looked_up is not None and looked_up.envelope == alice.record.envelope
@@ -79,3 +81,26 @@ async def test_cancel_and_deadline_over_libp2p(tmp_path: Path) -> None:
         await eventually(lambda: slow.cancelled == 2 and not worker.worker.in_flight)
         assert slow.finished == 0
         assert (await requester.ask("math.eval", "1+1", peer=worker.peer_id_text)).output == 2
+
+
+async def test_a_restarted_node_is_found_again_and_finds_the_others(tmp_path: Path) -> None:
+    # The same identity comes back on a new port: its new record (higher seq, new
+    # address) is what the DHT serves, and it finds the swarm again through it.
+    per_node: dict[int, dict[str, Any]] = {i: {"skills": ("text.stats",)} for i in range(3)}
+    per_node[2] = {"skills": ("text.echo",)}
+    async with start_swarm(tmp_path, 3, chain=True, per_node=per_node) as (first, middle, last):
+        async with start_node(
+            tmp_path / "again", skills=("math.eval",), bootstrap=(first.addrs()[0],)
+        ) as before:
+            old_seq = before.record.seq
+            assert (await last.dht.get_record(before.peer_id)) is not None
+        async with start_node(
+            tmp_path / "again", skills=("math.eval",), bootstrap=(middle.addrs()[0],)
+        ) as after:
+            assert after.peer_id == before.peer_id and after.record.seq > old_seq
+            found = await last.dht.get_record(after.peer_id)
+            assert found is not None and found.seq == after.record.seq
+            assert found.record.addrs == after.record.record.addrs
+            assert [r.peer for r in await after.find("text.echo")] == [last.peer_id]
+            answer = await first.ask("math.eval", "6*7", peer=after.peer_id_text)
+            assert answer.output == 42
