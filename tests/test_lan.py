@@ -8,11 +8,8 @@ made.  All multicast stays inside the namespaces this test creates.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -22,6 +19,8 @@ import pytest
 
 from llamanet.testing.lan import ROOT, LanNodes, node_env
 from llamanet.testing.netns import VirtualLan, netns_available
+
+from .js_peers import JS_CACHE, js_peer_ready
 
 PY = sys.executable
 UNAVAILABLE = netns_available()
@@ -90,32 +89,6 @@ def test_three_nodes_find_each_other_and_drop_leavers(lan: LanNodes) -> None:
     lan.start(2)
     lan.wait_for(0, f"met {ids[2]} on the LAN", back_at, 20)
     assert lan.cli(0, "ask", "math.eval", "1+1").stdout.strip() == "2"
-
-
-JS_DIR = Path(__file__).resolve().parent / "js"
-JS_CACHE = (
-    Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "llamanet-tests" / "js-mdns"
-)
-
-
-def js_peer_ready() -> str | None:
-    """Install the pinned js-libp2p packages once (cached); ``None`` or why not."""
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        return "node and npm are not installed"
-    JS_CACHE.mkdir(parents=True, exist_ok=True)
-    manifest = (JS_DIR / "package.json").read_text()
-    stamp = JS_CACHE / "installed-from.json"
-    if not (stamp.exists() and stamp.read_text() == manifest):
-        (JS_CACHE / "package.json").write_text(manifest)
-        result = subprocess.run(
-            ["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=JS_CACHE, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        if result.returncode != 0:
-            return f"npm install failed: {result.stderr.strip()[-300:]}"
-        stamp.write_text(manifest)
-    shutil.copy(JS_DIR / "mdns_peer.mjs", JS_CACHE / "mdns_peer.mjs")
-    return None
 
 
 def test_interop_with_js_libp2p_mdns_both_ways(tmp_path: Path) -> None:

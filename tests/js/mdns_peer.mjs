@@ -4,6 +4,7 @@
 //   {"event":"started","id":...,"addrs":[...]}
 //   {"event":"discovered","id":...,"addrs":[...]}
 // Usage: node mdns_peer.mjs SERVICE_TAG SECONDS
+import './node20.mjs'
 import { createLibp2p } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
 import { noise } from '@chainsafe/libp2p-noise'
