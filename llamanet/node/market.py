@@ -66,7 +66,8 @@ class Market:
         self.bid_policy: BidPolicy = self.default_bid
         """Decides this node's answer to a call for proposals (replaceable, e.g. by
         simulated agents)."""
-        self.my_bids: OrderedDict[bytes, Bid] = OrderedDict()
+        self.my_bids: OrderedDict[bytes, tuple[bytes, Bid]] = OrderedDict()
+        """Our open bids by call id, with the peer each was made to."""
         self.awards: OrderedDict[bytes, Bid] = OrderedDict()
         """Calls we won and accepted, by call id (the id their task arrives with)."""
         self.server = BidServer(self._answer_cfp, self._answer_award)
@@ -98,7 +99,7 @@ class Market:
     async def _answer_cfp(self, cfp: CallForProposals, requester: bytes) -> BidMessage:
         answer = await self.bid_policy(cfp, requester)
         if isinstance(answer, Bid):
-            self.my_bids[cfp.id] = answer
+            self.my_bids[cfp.id] = (requester, answer)
             while len(self.my_bids) > MAX_OPEN_BIDS:
                 self.my_bids.popitem(last=False)
         return answer
@@ -109,11 +110,15 @@ class Market:
             bid = award.winning_bid()
         except DecodeError:
             return Decline(cfp=b"\0" * 16, reason="the award holds no valid bid")
-        ours = self.my_bids.get(bid.cfp)
+        bid_to, ours = self.my_bids.get(bid.cfp, (None, None))
         if award.requester != requester or not award.verify():
             reason = "the award is not signed by the requester"
         elif ours is None or ours != bid:
             reason = "that is not a bid of ours"
+        elif bid_to != requester:
+            # Only whoever asked us for the bid can award it; another peer who
+            # learned the call's id cannot hand our bid a job of its own.
+            reason = "that bid was made to another peer"
         elif bid.exp <= self.node.clock() * 1000:
             reason = "our bid has expired"
         else:

@@ -37,6 +37,7 @@ from llamanet.adapters.caps import CapsServer, fetch_record_bytes
 from llamanet.adapters.dht import CapsValidator, DHTConfig, LlamanetDHT
 from llamanet.adapters.libp2p_host import (
     CAPS_PROTOCOL,
+    KAD_PROTOCOL,
     NETWORK_ERRORS,
     TASK_PROTOCOL,
     Libp2pByteStream,
@@ -137,6 +138,10 @@ FIND_TIMEOUT: Final = 10.0
 time it has left."""
 BOOTSTRAP_TIMEOUT: Final = 5.0
 LAN_MEET_ATTEMPTS: Final = 4
+GOODBYE_CHECKS: Final = 4
+GOODBYE_CHECK_INTERVAL: Final = 0.5
+"""An mDNS goodbye is believed once a ping fails; a peer that answers this many
+pings this far apart (while its own shutdown runs) is kept."""
 
 ChunkCallback = Callable[[Any], Awaitable[None]]
 DIGEST_CACHE: Final = "model_digests.json"
@@ -281,6 +286,8 @@ class Node:
         )
         """A private swarm's members (``None``: open to anyone)."""
         self.refused_peers: Counter[bytes] = Counter()
+        self.ignored_goodbyes = 0
+        """mDNS goodbyes for peers that still answered pings (spoofed, or early)."""
         self._admin = peer_id_from_text(config.swarm_admin) if config.swarm_admin else None
         self._certificate = self._load_certificate()
         self._members: dict[bytes, int] = {}
@@ -304,6 +311,7 @@ class Node:
             self.host,
             self.validator,
             swarm=config.swarm,
+            admit=self._allowed_in_time,
             config=DHTConfig(
                 streams_per_peer_per_s=config.dht_streams_per_peer_per_s,
                 max_streams_per_peer=config.dht_streams_per_peer,
@@ -681,6 +689,7 @@ class Node:
         # handler checks again in case the peer was quicker.
         self._admissions.pop(peer, None)
         self.refused_peers[peer] += 1
+        self.dht.remove_peer(peer)
         log.info("closing the connection of %s: not a member of this private swarm", ID(peer))
         with contextlib.suppress(*NETWORK_ERRORS):
             await self.host.get_network().close_peer(ID(peer))
@@ -913,9 +922,9 @@ class Node:
         async with events:
             async for event in events:
                 if isinstance(event, PeerGone):
-                    peer = self._mdns_instances.pop(event.instance, None)
+                    peer = self._mdns_instances.get(event.instance)
                     if peer is not None:
-                        self._on_departed(peer, "said goodbye on mDNS")
+                        nursery.start_soon(self._confirm_goodbye, peer)
                     continue
                 found = event.peer
                 self._mdns_instances[found.instance] = found.peer_id
@@ -957,9 +966,25 @@ class Node:
         except NETWORK_ERRORS as exc:
             log.info("mDNS peer %s unreachable: %s", ID(peer), exc)
             return None
-        if not await self._speaks_llamanet(peer):
+        protocols = await self._protocols_of(peer)
+        if protocols is not None and TASK_PROTOCOL not in protocols:
             self._not_llamanet.add(peer)
-            log.info("mDNS peer %s does not speak %s; ignoring it", ID(peer), TASK_PROTOCOL)
+            if KAD_PROTOCOL in protocols:
+                # Another libp2p implementation on our DHT: it can route and store
+                # records, so it stays in the routing table, but it runs no tasks.
+                await self.dht.add_peer(peer)
+                log.info(
+                    "mDNS peer %s does not speak %s but speaks %s: kept as a DHT server "
+                    "only, never asked for tasks",
+                    ID(peer), TASK_PROTOCOL, KAD_PROTOCOL,
+                )  # fmt: skip
+                return False
+            log.info(
+                "mDNS peer %s speaks neither %s nor %s: disconnected, and left out of "
+                "the routing table",
+                ID(peer), TASK_PROTOCOL, KAD_PROTOCOL,
+            )  # fmt: skip
+            self.dht.remove_peer(peer)
             with contextlib.suppress(*NETWORK_ERRORS):
                 await self.host.disconnect(ID(peer))
             return False
@@ -977,9 +1002,9 @@ class Node:
         log.info("met %s on the LAN (%s)", ID(peer), ", ".join(signed.record.caps))
         return True
 
-    async def _speaks_llamanet(self, peer: bytes) -> bool:
-        """Wait (briefly) for identify, then check the peer offers our task protocol.
-        A peer whose protocols stay unknown gets the benefit of the doubt."""
+    async def _protocols_of(self, peer: bytes) -> list[str] | None:
+        """The protocols ``peer`` offers, once identify has told us (up to 2 s), or
+        ``None`` if it has not: such a peer gets the benefit of the doubt."""
         store = self.host.get_peerstore()
         for _ in range(40):
             try:
@@ -987,9 +1012,9 @@ class Node:
             except NETWORK_ERRORS:
                 protocols = []
             if protocols:
-                return TASK_PROTOCOL in protocols
+                return [str(p) for p in protocols]
             await trio.sleep(0.05)
-        return True
+        return None
 
     async def _liveness_loop(self) -> None:
         async with trio.open_nursery() as nursery:
@@ -1001,19 +1026,37 @@ class Node:
                 wait = 1.0 if next_at is None else min(1.0, max(0.05, next_at - now))
                 await trio.sleep(wait)
 
-    async def _ping(self, peer: bytes) -> None:
-        ok = False
+    async def _confirm_goodbye(self, peer: bytes) -> None:
+        """An mDNS goodbye is unauthenticated multicast: anyone on the LAN can send
+        one for any instance.  It only prompts a check; the peer is dropped once it
+        also stops answering pings over its Noise-authenticated connection."""
+        for check in range(GOODBYE_CHECKS):
+            if check:
+                await trio.sleep(GOODBYE_CHECK_INTERVAL)
+            if peer in self._departed:
+                return  # found out some other way meanwhile
+            if not await self._answers_ping(peer):
+                self._on_departed(peer, "said goodbye on mDNS")
+                return
+        self.ignored_goodbyes += 1
+        log.info("ignored an mDNS goodbye for %s: it still answers pings", ID(peer))
+
+    async def _answers_ping(self, peer: bytes) -> bool:
         with trio.move_on_after(self.liveness.config.timeout):
             try:
                 stream = await self.host.new_stream(ID(peer), [PING_PROTOCOL])
                 try:
                     await perform_ping_roundtrip(stream)
-                    ok = True
+                    return True
                 finally:
                     with contextlib.suppress(*NETWORK_ERRORS):
                         await stream.close()
             except (*NETWORK_ERRORS, ValueError) as exc:
                 log.debug("ping of %s failed: %r", ID(peer), exc)
+        return False
+
+    async def _ping(self, peer: bytes) -> None:
+        ok = await self._answers_ping(peer)
         now = trio.current_time()
         if ok:
             self.liveness.ping_succeeded(peer, now)
@@ -1027,7 +1070,7 @@ class Node:
         self.liveness.unwatch(peer)
         removed = self.registry.remove(peer)
         with contextlib.suppress(KeyError, ValueError):
-            self.dht.kad.routing_table.remove_peer(ID(peer))
+            self.dht.remove_peer(peer)
         for instance in [i for i, p in self._mdns_instances.items() if p == peer]:
             del self._mdns_instances[instance]
         log.info("peer %s left (%s)%s", ID(peer), why, "" if removed else "; it had no record")

@@ -11,14 +11,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 from libp2p.abc import INetStream
+from libp2p.peer.id import ID
 
 from llamanet.adapters.libp2p_host import Libp2pByteStream
-from llamanet.adapters.membership import MEMBER, serve_certificate_exchange
+from llamanet.adapters.membership import EXCHANGE_TIMEOUT, MEMBER, serve_certificate_exchange
 from llamanet.errors import ConfigError, LlamanetError
 from llamanet.node.config import NodeConfig
 from llamanet.node.node import Node
 from llamanet.protocol.membership import issue_certificate
+from llamanet.protocol.records import dht_key_for
 from llamanet.testing import loopback_config
 from llamanet.trust.keys import Identity, load_or_create_identity
 
@@ -91,3 +94,30 @@ def test_a_bad_own_certificate_is_a_config_error_at_start(tmp_path: Path) -> Non
         Node(loopback_config(tmp_path, swarm="lab", swarm_admin=admin.peer_id_text))
     with pytest.raises(ConfigError, match="swarm_admin"):
         NodeConfig(home=tmp_path, swarm_admin="someone")
+
+
+async def test_an_outsider_can_neither_store_in_nor_walk_the_private_dht(tmp_path: Path) -> None:
+    # The DHT is gated like every other protocol: during the certificate exchange
+    # and after it failed, an outsider's KAD requests are reset unanswered.
+    admin = Identity.generate()
+    certify(admin, tmp_path / "a")
+    private: dict[str, Any] = {"swarm": "lab", "swarm_admin": admin.peer_id_text}
+    async with (
+        start_node(tmp_path / "a", **private) as a,
+        start_node(tmp_path / "outsider") as outsider,
+    ):
+
+        async def stall(stream: INetStream) -> None:
+            await trio.sleep(EXCHANGE_TIMEOUT + 1)  # keeps the exchange open till it times out
+
+        outsider.host.set_stream_handler(MEMBER, stall)
+        await outsider.connect(a.addrs()[0], quiet=True)
+        record = outsider.record
+        key = dht_key_for(outsider.peer_id).encode()
+        stored = await outsider.dht.kad.value_store._store_at_peer(
+            ID(a.peer_id), key, record.envelope
+        )
+        assert not stored
+        assert a.dht.kad.value_store.get(key) is None
+        assert outsider.peer_id not in a.dht.routing_table_peers()
+        assert not a.dht.server.answered

@@ -126,6 +126,15 @@ async def test_the_winner_checks_the_award(tmp_path: Path) -> None:
             award(dataclasses.replace(cheaper, exp=cheaper.exp + 1), requester), requester.peer_id
         )
         assert isinstance(refused, Decline)
+        # Another peer that learned the call's id awards our bid to itself, signed
+        # by itself: refused, the bid was made to the requester.
+        other = Award(
+            bid=offered.to_wire(),
+            requester=ALICE.peer_id,
+            sig=ALICE.sign(AWARD_DOMAIN + offered.sig),
+        )
+        refused = await worker.market._answer_award(other, ALICE.peer_id)
+        assert isinstance(refused, Decline) and "made to another peer" in refused.reason
         accepted = await worker.market._answer_award(award(offered, requester), requester.peer_id)
         assert isinstance(accepted, AwardAccepted) and accepted.cfp == cfp.id
 
