@@ -156,22 +156,17 @@ class KadServer:
 
     def find_node(self, peer: ID, request: Message) -> Message:
         key = _bounded_key(peer, request.key)
-        closest = self.kad.routing_table.find_local_closest_peers(key, CLOSER_PEERS)
         # FIND_NODE for a peer we know names that peer first, whatever its
         # distance (the spec's exception, as go and upstream do).
         target = ID(key)
-        if target == self.host.get_id() or self._has_addrs(target):
-            closest = [target, *(p for p in closest if p != target)]
-        return self._reply(Message.MessageType.FIND_NODE, key, closest, exclude=peer)
+        known = target == self.host.get_id() or self._has_addrs(target)
+        return self._reply(
+            Message.MessageType.FIND_NODE, key, peer, first=target if known else None
+        )
 
     def get_value(self, peer: ID, request: Message) -> Message:
         key = _bounded_key(peer, request.key)
-        reply = self._reply(
-            Message.MessageType.GET_VALUE,
-            key,
-            self.kad.routing_table.find_local_closest_peers(key, CLOSER_PEERS),
-            exclude=peer,
-        )
+        reply = self._reply(Message.MessageType.GET_VALUE, key, peer)
         held = self.kad.value_store.get(key)
         if held is not None and self._still_valid(key, held):
             reply.record.CopyFrom(held)
@@ -214,12 +209,7 @@ class KadServer:
 
     def get_providers(self, peer: ID, request: Message) -> Message:
         key = _bounded_key(peer, request.key)
-        reply = self._reply(
-            Message.MessageType.GET_PROVIDERS,
-            key,
-            self.kad.routing_table.find_local_closest_peers(key, CLOSER_PEERS),
-            exclude=peer,
-        )
+        reply = self._reply(Message.MessageType.GET_PROVIDERS, key, peer)
         for provider in self.kad.provider_store.get_providers(key):
             self._describe(reply.providerPeers.add(), provider.peer_id, provider.addrs)
         return reply
@@ -255,12 +245,17 @@ class KadServer:
         return validator
 
     def _reply(
-        self, kind: Message.MessageType, key: bytes, closer: list[ID], *, exclude: ID
+        self, kind: Message.MessageType, key: bytes, requester: ID, *, first: ID | None = None
     ) -> Message:
+        """A reply naming, in ``closerPeers``, the routing table's peers closest to
+        sha256(``key``) (``first`` ahead of them), never the requester itself."""
+        closer = self.kad.routing_table.find_local_closest_peers(key, CLOSER_PEERS)
+        if first is not None:
+            closer = [first, *(p for p in closer if p != first)]
         reply = Message(type=kind, key=key)
         reply.senderRecord = env_to_send_in_RPC(self.host)[0]
         for peer in closer:
-            if peer != exclude:
+            if peer != requester:
                 self._describe(reply.closerPeers.add(), peer, self._addrs(peer))
         return reply
 
