@@ -30,6 +30,7 @@ from llamanet.errors import LlamanetError
 from llamanet.node.config import NodeConfig
 from llamanet.node.node import FIND_LIMIT, HostBuilder, Node, open_node
 from llamanet.node.pow_cache import cached_pow, save_pow
+from llamanet.protocol.budget import credits_for, tokens_used
 from llamanet.protocol.config import TEST_POW_DIFFICULTY
 from llamanet.protocol.peer_ids import peer_id_from_text
 from llamanet.protocol.pow import solve_pow
@@ -468,8 +469,7 @@ def _exec_s(usage: Mapping[str, float]) -> float:
 
 
 def _cost(requester: Node, answer: Any) -> float:
-    tokens = sum(float(answer.usage.get(k, 0)) for k in ("prompt_tokens", "completion_tokens"))
-    return requester.price_of(answer.peer) * tokens / 1000
+    return credits_for(tokens_used(answer.usage), requester.price_of(answer.peer))
 
 
 async def _samples(

@@ -24,6 +24,7 @@ from typing import Any, Final
 import httpx
 
 from llamanet.backends.base import Chunk, Completion, TaskRequest
+from llamanet.backends.http_errors import http_error
 from llamanet.backends.served_models import (
     CHAT,
     EMBED,
@@ -33,10 +34,7 @@ from llamanet.backends.served_models import (
 )
 from llamanet.errors import (
     BackendError,
-    BackendRequestError,
     BackendUnavailableError,
-    ContextOverflowError,
-    ModelNotFoundError,
 )
 from llamanet.protocol.records import ModelInfo
 
@@ -166,7 +164,7 @@ class OllamaBackend(ServedModels):
         except httpx.TransportError as exc:
             raise BackendUnavailableError(f"ollama at {self.url} unreachable: {exc}") from exc
         if response.status_code >= 400:
-            raise _http_error(path, response.status_code, response.text)
+            raise http_error(path, response.status_code, response.text)
         try:
             data = response.json()
         except ValueError as exc:
@@ -182,7 +180,7 @@ class OllamaBackend(ServedModels):
             async with self._http.stream("POST", path, json=body) as response:
                 if response.status_code >= 400:
                     await response.aread()
-                    raise _http_error(path, response.status_code, response.text)
+                    raise http_error(path, response.status_code, response.text)
                 async for raw in response.aiter_lines():
                     if not raw.strip():
                         continue
@@ -193,24 +191,8 @@ class OllamaBackend(ServedModels):
                             f"{self.url}{path} sent a line that is not JSON"
                         ) from exc
                     if isinstance(line, dict) and "error" in line:
-                        raise _http_error(path, 500, json.dumps(line))
+                        raise http_error(path, 500, json.dumps(line))
                     if isinstance(line, dict):
                         yield line
         except httpx.TransportError as exc:
             raise BackendUnavailableError(f"ollama at {self.url} failed mid-stream: {exc}") from exc
-
-
-def _http_error(path: str, status: int, text: str) -> BackendError:
-    try:
-        message = str(json.loads(text).get("error", text))
-    except (ValueError, AttributeError):
-        message = text
-    message = message[:500] or f"HTTP {status}"
-    lowered = message.lower()
-    if status == 404 or "not found" in lowered:
-        return ModelNotFoundError(f"{path}: {message}")
-    if "context" in lowered and ("length" in lowered or "exceed" in lowered):
-        return ContextOverflowError(f"{path}: {message}")
-    if status == 400:
-        return BackendRequestError(f"{path}: {message}")
-    return BackendError(f"{path}: HTTP {status}: {message}")

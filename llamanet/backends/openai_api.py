@@ -35,9 +35,9 @@ import httpx
 import trio
 
 from llamanet.backends.base import Chunk, Completion, TaskRequest
+from llamanet.backends.http_errors import http_error
 from llamanet.backends.model_files import (
     DigestCache,
-    ModelFileError,
     params_label,
     read_gguf_info,
 )
@@ -51,10 +51,9 @@ from llamanet.backends.served_models import (
 )
 from llamanet.errors import (
     BackendError,
-    BackendRequestError,
     BackendUnavailableError,
     ContextOverflowError,
-    ModelNotFoundError,
+    ModelFileError,
 )
 from llamanet.protocol.records import ModelInfo
 
@@ -64,18 +63,6 @@ DEFAULT_URL: Final = "http://127.0.0.1:8080"
 KEY_ENVS: Final = ("LLAMANET_OPENAI_API_KEY", "OPENAI_API_KEY")
 EMBED_PROBE_TIMEOUT: Final = 5.0
 _PASSED_AS_IS: Final = ("max_tokens", "temperature", "top_p", "top_k", "seed", "stop")
-
-# How servers word a prompt that does not fit (llama-server, llama-cpp-python,
-# vLLM), and llama-cpp-python 0.3.36's accidental wording of the same.
-_OVERFLOW_WORDS: Final = (
-    "context window",
-    "context length",
-    "context size",
-    "maximum context",
-    "n_ctx",
-    "exceed_context_size",
-    "could not broadcast input array",
-)
 
 
 class OpenAIBackend(ServedModels):
@@ -165,7 +152,7 @@ class OpenAIBackend(ServedModels):
                 json={"model": model, "input": ["probe"]},
                 timeout=EMBED_PROBE_TIMEOUT,
             )
-        except httpx.HTTPError:
+        except httpx.HTTPError:  # a probe: no answer means no embeddings
             return False
         return response.status_code == 200 and bool(_vectors(_safe_json(response)))
 
@@ -174,7 +161,7 @@ class OpenAIBackend(ServedModels):
         for path, body in probes:
             try:
                 response = await self._http.post(path, json=body, timeout=EMBED_PROBE_TIMEOUT)
-            except httpx.HTTPError:
+            except httpx.HTTPError:  # a probe: try the next route
                 continue
             if response.status_code == 200:
                 return path
@@ -278,7 +265,7 @@ class OpenAIBackend(ServedModels):
         except httpx.TransportError as exc:
             raise BackendUnavailableError(f"{self.url} unreachable: {exc}") from exc
         if response.status_code >= 400:
-            raise _http_error(path, response.status_code, response.text)
+            raise http_error(path, response.status_code, response.text)
         data = _safe_json(response)
         if data is None:
             raise BackendError(f"{self.url}{path} answered with something not a JSON object")
@@ -288,7 +275,7 @@ class OpenAIBackend(ServedModels):
         """``path``'s answer, or ``{}`` where the server does not have it."""
         try:
             response = await self._http.request(method, path, timeout=EMBED_PROBE_TIMEOUT)
-        except httpx.HTTPError:
+        except httpx.HTTPError:  # optional route: its absence is the answer
             return {}
         return (_safe_json(response) or {}) if response.status_code == 200 else {}
 
@@ -298,7 +285,7 @@ class OpenAIBackend(ServedModels):
             async with self._http.stream("POST", path, json=body) as response:
                 if response.status_code >= 400:
                     await response.aread()
-                    raise _http_error(path, response.status_code, response.text)
+                    raise http_error(path, response.status_code, response.text)
                 done = False
                 async for line in response.aiter_lines():
                     if done or not line.startswith("data:"):
@@ -314,7 +301,7 @@ class OpenAIBackend(ServedModels):
                             f"{self.url}{path} sent an event that is not JSON"
                         ) from exc
                     if isinstance(event, dict) and "error" in event:
-                        raise _http_error(path, 500, json.dumps(event))
+                        raise http_error(path, 500, json.dumps(event))
                     if isinstance(event, dict):
                         yield event
         except httpx.ConnectError as exc:
@@ -386,7 +373,7 @@ def _vectors(answer: dict[str, Any] | None) -> list[list[float]] | None:
 def _safe_json(response: httpx.Response) -> dict[str, Any] | None:
     try:
         data = response.json()
-    except ValueError:
+    except ValueError:  # not JSON: callers treat it as no data
         return None
     return data if isinstance(data, dict) else None
 
@@ -401,24 +388,5 @@ def _local_file(name: str) -> Path | None:
     path = Path(name).expanduser()
     try:
         return path if path.is_absolute() and path.is_file() else None
-    except OSError:
+    except OSError:  # unreadable path: the name is a model name, not a file
         return None
-
-
-def _http_error(path: str, status: int, text: str) -> BackendError:
-    try:
-        error = json.loads(text).get("error", text)
-        message = str(error.get("message", error) if isinstance(error, dict) else error)
-    except (ValueError, AttributeError):
-        message = text
-    message = message[:500] or f"HTTP {status}"
-    lowered = message.lower()
-    if any(words in lowered for words in _OVERFLOW_WORDS):
-        return ContextOverflowError(f"{path}: {message}")
-    if status == 404 or ("model" in lowered and "not found" in lowered):
-        return ModelNotFoundError(f"{path}: {message}")
-    if status in (400, 422):
-        return BackendRequestError(f"{path}: {message}")
-    if status in (401, 403):
-        return BackendError(f"{path}: HTTP {status}: the server refused our API key: {message}")
-    return BackendError(f"{path}: HTTP {status}: {message}")

@@ -23,7 +23,7 @@ import trio
 
 from llamanet.backends.base import Backend, Chunk, Completion, TaskRequest
 from llamanet.errors import BackendError, LocalProtocolError, ModelNotFoundError, SkillInputError
-from llamanet.orchestrator.delegation import BUDGET_KEYS, capped_params
+from llamanet.protocol.budget import BUDGET_KEYS, capped_params
 from llamanet.protocol.capabilities import best_match
 from llamanet.protocol.codec import pack_value
 from llamanet.protocol.messages import TaskOffer, TaskRejected

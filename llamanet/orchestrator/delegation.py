@@ -14,31 +14,21 @@ task's own trio task: cancelling the task cancels them, all the way down.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from llamanet.errors import BackendError, LlamanetError, TaskError
+from llamanet.errors import (
+    BackendError,
+    BudgetExceededError,
+    DelegatedTaskError,
+    LlamanetError,
+    TaskError,
+)
+from llamanet.protocol.budget import BUDGET_KEYS, credits_for, tokens_used
 
 if TYPE_CHECKING:
     from llamanet.backends.base import TaskRequest
     from llamanet.node.node import Answer, Node
-
-BUDGET_KEYS = ("tokens", "credits")
-
-
-class BudgetExceededError(BackendError):
-    """Raised when a sub-task would go over what is left of the task's budget."""
-
-    code = "too_large"
-
-
-class DelegatedTaskError(BackendError):
-    """A sub-task failed; carries the sub-task's error code up the tree."""
-
-    def __init__(self, error: TaskError) -> None:
-        super().__init__(f"sub-task {error.code}: {error}")
-        self.code = error.code
 
 
 @dataclass(slots=True)
@@ -100,12 +90,10 @@ class Delegation:
             child.state = "failed"
             raise BackendError(f"sub-task {capability}: {exc}") from exc
         child.peer, child.state = answer.peer, "ok"
-        tokens = float(
-            answer.usage.get("prompt_tokens", 0) + answer.usage.get("completion_tokens", 0)
-        )
+        tokens = tokens_used(answer.usage)
         child.spent = {
             "tokens": tokens,
-            "credits": tokens / 1000 * self._node.price_of(answer.peer),
+            "credits": credits_for(tokens, self._node.price_of(answer.peer)),
         }
         for key in self.remaining:
             self.remaining[key] -= child.spent[key]
@@ -118,14 +106,3 @@ class Delegation:
              "budget": c.budget, "spent": c.spent}
             for c in self.children
         ]  # fmt: skip
-
-
-def capped_params(params: Mapping[str, Any], budget: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``params`` with ``max_tokens`` no more than a token budget allows."""
-    out = dict(params)
-    tokens = (budget or {}).get("tokens")
-    if isinstance(tokens, int | float) and not isinstance(tokens, bool):
-        allowed = max(0, int(tokens))
-        current = out.get("max_tokens")
-        out["max_tokens"] = allowed if not isinstance(current, int) else min(current, allowed)
-    return out

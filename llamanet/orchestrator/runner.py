@@ -20,11 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from llamanet.errors import LlamanetError
+from llamanet.errors import LlamanetError, WorkflowError, WorkflowFailed
+from llamanet.protocol.budget import credits_for, tokens_used
 
 from .market import AwardRule
 from .verification import answer_key
-from .workflow import Step, Workflow, WorkflowError, render
+from .workflow import Step, Workflow, render
 
 if TYPE_CHECKING:
     from llamanet.node.node import Answer, Node
@@ -73,15 +74,6 @@ class WorkflowResult:
     output: Any
     steps: Mapping[str, StepReport]
     elapsed_ms: float
-
-
-class WorkflowFailed(LlamanetError):
-    """Raised when a step failed for good; ``reports`` holds what finished."""
-
-    def __init__(self, step: str, reason: str, reports: Mapping[str, StepReport]) -> None:
-        super().__init__(f"step {step!r} failed: {reason}")
-        self.step = step
-        self.reports = dict(reports)
 
 
 EventCallback = Callable[[StepEvent], Awaitable[None]]
@@ -231,9 +223,9 @@ async def _ask_with_retries(
 
 def _account(node: Node, report: StepReport, answer: Answer) -> None:
     report.peers.extend([p for p, _ in answer.verified_by] or [answer.peer])
-    tokens = float(answer.usage.get("prompt_tokens", 0) + answer.usage.get("completion_tokens", 0))
+    tokens = tokens_used(answer.usage)
     report.tokens += tokens
-    report.credits += tokens / 1000 * node.price_of(answer.peer)
+    report.credits += credits_for(tokens, node.price_of(answer.peer))
 
 
 async def _aggregate(
