@@ -13,11 +13,12 @@ or embed a node::
 
 from importlib.metadata import PackageNotFoundError, version
 
-from llamanet.api.connect import Client, RemoteError, connect
+from llamanet.api.connect import Client, connect
 from llamanet.errors import (
     LlamanetError,
     NoCandidatesError,
     RecordError,
+    RemoteError,
     RemoteProtocolError,
     TaskError,
     TransportError,

@@ -18,11 +18,14 @@
     │   ├── PeerMismatchError
     │   ├── ExpiredRecordError
     │   ├── FutureRecordError
+    │   ├── CrowdedAddressError       too many identities already hold records at one address
     │   ├── StaleRecordError
     │   ├── InsufficientWorkError
     │   └── UntrustedIssuerError
+    ├── MembershipError               a private swarm's membership certificate was refused
     ├── IdentityError                 the identity key file is missing, unreadable or exposed
     ├── ConfigError                   a configuration or bootstrap file is invalid
+    │   └── ModelFileError            a model file is missing, unreadable or not GGUF
     ├── TransportError                (original libp2p/trio error in ``__cause__``)
     │   ├── PeerUnreachableError
     │   ├── StreamBrokenError
@@ -30,12 +33,23 @@
     ├── TaskError                     the worker answered ``reject`` or ``error``
     │   ├── TaskRejectedError
     │   └── TaskFailedError
+    ├── VerificationError             no answer reached the quorum a verified task asked for
     ├── NoCandidatesError             no verified peer offers the capability
+    ├── WorkflowError                 a workflow that cannot run (every problem listed)
+    ├── WorkflowFailed                a workflow step failed for good
     ├── BackendError                  a model backend or skill failed
     │   ├── BackendUnavailableError
-    │   └── SkillInputError
+    │   ├── ModelNotFoundError
+    │   ├── ContextOverflowError
+    │   ├── BackendRequestError
+    │   ├── SessionUnknownError
+    │   ├── SkillInputError
+    │   ├── UnsupportedCapabilityError  a capability this backend does not serve
+    │   ├── BudgetExceededError       a sub-task would exceed the task's budget
+    │   └── DelegatedTaskError        a sub-task failed (its code carried up)
     ├── DaemonError                   the CLI could not talk to the local daemon
-    │   └── DaemonNotRunningError
+    │   ├── DaemonNotRunningError
+    │   └── RemoteError               the daemon answered with an error
     └── NodeClosedError               *we* closed the node; not a peer's fault
 
 Each class says when it is raised.  Code that handles "a peer misbehaved"
@@ -45,7 +59,8 @@ catches :class:`RemoteProtocolError` or :class:`RecordError`; code that handles
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
 
 # Error codes carried in ``reject`` and ``error`` frames (docs/PROTOCOL.md).
 TASK_ERROR_CODES: Final = frozenset(
@@ -241,6 +256,10 @@ class ConfigError(LlamanetError):
     invalid.  The message names the file and, where known, the line."""
 
 
+class ModelFileError(ConfigError):
+    """Raised when a model file is missing, unreadable or not a GGUF file."""
+
+
 # --- transport ------------------------------------------------------------
 
 
@@ -316,6 +335,25 @@ class NoCandidatesError(LlamanetError):
         super().__init__(text)
 
 
+class WorkflowError(LlamanetError):
+    """Raised for a workflow that cannot run; ``problems`` lists every reason."""
+
+    def __init__(self, problems: Sequence[str], source: str = "workflow") -> None:
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"{source} has {len(self.problems)} problem(s):\n{lines}")
+
+
+class WorkflowFailed(LlamanetError):
+    """Raised when a step failed for good; ``reports`` holds what finished, by step
+    (the orchestrator's ``StepReport``s)."""
+
+    def __init__(self, step: str, reason: str, reports: Mapping[str, Any]) -> None:
+        super().__init__(f"step {step!r} failed: {reason}")
+        self.step = step
+        self.reports = dict(reports)
+
+
 # --- backends -------------------------------------------------------------
 
 
@@ -366,6 +404,27 @@ class SkillInputError(BackendError):
     code = "bad_request"
 
 
+class UnsupportedCapabilityError(BackendError):
+    """Raised when a task names a capability this backend does not serve (not a
+    built-in skill, or one left out of the skills it was configured with)."""
+
+    code = "unsupported"
+
+
+class BudgetExceededError(BackendError):
+    """Raised when a sub-task would go over what is left of the task's budget."""
+
+    code = "too_large"
+
+
+class DelegatedTaskError(BackendError):
+    """A sub-task failed; carries the sub-task's error code up the tree."""
+
+    def __init__(self, error: TaskError) -> None:
+        super().__init__(f"sub-task {error.code}: {error}")
+        self.code = error.code
+
+
 # --- daemon ---------------------------------------------------------------
 
 
@@ -375,6 +434,17 @@ class DaemonError(LlamanetError):
 
 class DaemonNotRunningError(DaemonError):
     """Raised by the CLI when no daemon is running for the chosen home directory."""
+
+
+class RemoteError(DaemonError):
+    """The daemon answered with an error; ``type`` names llamanet's exception
+    (``NoCandidatesError``, ``TaskRejectedError``, ``WorkflowError``, ...)."""
+
+    def __init__(self, error: Mapping[str, Any]) -> None:
+        self.type = str(error.get("type", "Error"))
+        self.code = error.get("code")
+        self.problems = list(error.get("problems", ()))
+        super().__init__(f"{self.type}: {error.get('message', '')}")
 
 
 class NodeClosedError(LlamanetError):

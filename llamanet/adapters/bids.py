@@ -69,7 +69,7 @@ class BidServer:
             except (RemoteProtocolError, DecodeError) as exc:
                 log.info("bad bid request: %s", exc)
             except StreamBrokenError:
-                pass
+                pass  # the requester went away; nobody is left to answer
         with suppress(StreamBrokenError):
             await stream.reset()
 

@@ -71,7 +71,7 @@ class CapsServer:
                 log.info("bad caps request from %s: %s", peer, exc)
                 await _answer_error(stream, exc.code, str(exc))
             except StreamBrokenError:
-                pass
+                pass  # the peer went away; nobody is left to answer
         if ok:
             await stream.close()
         else:

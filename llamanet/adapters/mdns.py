@@ -70,7 +70,7 @@ def in_root_namespace() -> bool:
     """True when this process shares PID 1's network namespace."""
     try:
         return os.stat("/proc/self/ns/net").st_ino == os.stat("/proc/1/ns/net").st_ino
-    except OSError:
+    except OSError:  # no /proc (not Linux): namespaces cannot be told apart
         return False
 
 

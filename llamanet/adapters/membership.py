@@ -47,6 +47,6 @@ async def serve_certificate_exchange(
         except RemoteProtocolError as exc:
             log.info("bad membership exchange: %s", exc)
         except StreamBrokenError:
-            pass
+            pass  # the peer went away mid-exchange: it was not admitted
     with suppress(StreamBrokenError):
         await stream.reset()

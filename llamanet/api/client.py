@@ -47,7 +47,7 @@ class ApiClient:
     def _check(self, response: httpx.Response) -> Any:
         try:
             body = response.json()
-        except ValueError:
+        except ValueError:  # not JSON: the status decides below
             body = None
         if response.status_code >= 400:
             err = (body or {}).get("error", {}) if isinstance(body, dict) else {}

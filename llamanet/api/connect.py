@@ -24,22 +24,11 @@ from typing import Any
 import httpx
 import trio
 
-from llamanet.errors import DaemonError, DaemonNotRunningError
+from llamanet.errors import DaemonError, DaemonNotRunningError, RemoteError
 from llamanet.node.config import default_home
 from llamanet.orchestrator.workflow import load_workflow
 
 StepCallback = Callable[[dict[str, Any]], Awaitable[None]]
-
-
-class RemoteError(DaemonError):
-    """The daemon answered with an error; ``type`` names llamanet's exception
-    (``NoCandidatesError``, ``TaskRejectedError``, ``WorkflowError``, ...)."""
-
-    def __init__(self, error: Mapping[str, Any]) -> None:
-        self.type = str(error.get("type", "Error"))
-        self.code = error.get("code")
-        self.problems = list(error.get("problems", ()))
-        super().__init__(f"{self.type}: {error.get('message', '')}")
 
 
 class Client:
@@ -191,5 +180,5 @@ def _read_workflow(path: Path) -> dict[str, Any]:
 def _json(response: httpx.Response) -> Any:
     try:
         return response.json()
-    except ValueError:
+    except ValueError:  # not JSON: the caller reports the status instead
         return None

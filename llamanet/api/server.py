@@ -63,12 +63,13 @@ from llamanet.errors import (
     TaskError,
     TransportError,
     VerificationError,
+    WorkflowError,
 )
 from llamanet.node.node import Answer, Node
 from llamanet.orchestrator.market import AwardRule
 from llamanet.orchestrator.planning import make_plan
 from llamanet.orchestrator.runner import StepEvent, run_workflow
-from llamanet.orchestrator.workflow import Workflow, WorkflowError, parse_workflow
+from llamanet.orchestrator.workflow import Workflow, parse_workflow
 from llamanet.protocol.peer_ids import peer_id_to_text
 
 from .a2a import a2a_routes

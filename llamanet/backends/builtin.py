@@ -27,7 +27,7 @@ import trio
 
 from llamanet.backends._arithmetic import evaluate
 from llamanet.backends.base import Chunk, Completion, TaskRequest
-from llamanet.errors import BackendError, SkillInputError
+from llamanet.errors import SkillInputError, UnsupportedCapabilityError
 from llamanet.protocol.records import ModelInfo
 
 ECHO_CHUNK_CHARS: Final = 16
@@ -49,13 +49,6 @@ _WORD_RE: Final = re.compile(r"\w+(?:(?:['\u2019-]|(?<=\d)[.,](?=\d))\w+)*")
 # A sentence ends at a run of terminators followed by whitespace or the end, so
 # "3.14" and "e.g. this" do not end one mid-token.
 _SENTENCE_END_RE: Final = re.compile(r"[.!?]+(?=\s|$)")
-
-
-class UnsupportedCapabilityError(BackendError):
-    """Raised when a task names a capability this backend does not serve (not a
-    built-in skill, or one left out of the skills it was configured with)."""
-
-    code = "unsupported"
 
 
 Output = AsyncGenerator[Chunk | Completion, None]

@@ -32,7 +32,7 @@ from typing import Any, Final
 import trio
 
 from llamanet.backends.base import Chunk, Completion, TaskRequest
-from llamanet.backends.model_files import DigestCache, ModelFileError, read_gguf_info
+from llamanet.backends.model_files import DigestCache, read_gguf_info
 from llamanet.backends.served_models import (
     EMBED,
     GENERATE,
@@ -46,6 +46,7 @@ from llamanet.errors import (
     BackendRequestError,
     BackendUnavailableError,
     ContextOverflowError,
+    ModelFileError,
     ModelNotFoundError,
     SkillInputError,
 )
@@ -294,7 +295,7 @@ async def _in_thread(
         try:
             trio.from_thread.run_sync(send.send_nowait, item, trio_token=token)
         except (trio.BrokenResourceError, trio.RunFinishedError):
-            return False
+            return False  # the consumer stopped listening: tell the thread to stop
         return True
 
     def work() -> None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final
 
-from llamanet.errors import ConfigError
+from llamanet.errors import ModelFileError
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +78,6 @@ _SCALARS: Final[dict[int, str]] = {
     12: "<d",
 }
 _STRING, _ARRAY = 8, 9
-
-
-class ModelFileError(ConfigError):
-    """Raised when a model file is missing, unreadable or not a GGUF file."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -88,7 +88,7 @@ async def _probe(backend: _ServerBackend) -> _ServerBackend | None:
             await backend.open()
             return backend
     except BackendError:
-        pass
+        pass  # not there, or not answering: the caller tries the next kind
     except BaseException:
         await _closed(backend)
         raise

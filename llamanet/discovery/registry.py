@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Final
 
 import multiaddr
+import multiaddr.exceptions
 
 from llamanet.errors import CrowdedAddressError, StaleRecordError
 from llamanet.protocol.capabilities import capability_matches
@@ -53,13 +54,13 @@ def address_ip(raw: bytes) -> ipaddress.IPv4Address | ipaddress.IPv6Address | No
     """The IP address in a binary multiaddr, if it has one."""
     try:
         addr = multiaddr.Multiaddr(raw)
-    except Exception:
-        return None
+    except (ValueError, TypeError, multiaddr.exceptions.Error):
+        return None  # a peer's unparsable address names no IP: nothing to count
     for protocol in ("ip4", "ip6"):
         try:
             return ipaddress.ip_address(addr.value_for_protocol(protocol))
-        except Exception:
-            continue
+        except (ValueError, multiaddr.exceptions.Error):
+            continue  # no such component (or a bad one): try the other family
     return None
 
 

@@ -60,7 +60,7 @@ def is_loopback_host(host: str) -> bool:
         return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
+    except ValueError:  # a host name other than localhost may resolve anywhere
         return False
 
 

@@ -19,7 +19,7 @@ def cached_pow(home: Path, identity: Identity, difficulty: int) -> bytes | None:
     try:
         cached = json.loads((home / POW_CACHE_FILENAME).read_text())
         nonce = bytes.fromhex(cached["nonce"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError):  # absent or damaged: solve anew
         return None
     if cached.get("peer") == identity.peer_id_text and check_pow(
         identity.peer_id, nonce, difficulty

@@ -14,9 +14,9 @@ import json
 import re
 from typing import TYPE_CHECKING, Any, Final
 
-from llamanet.errors import NoCandidatesError
+from llamanet.errors import NoCandidatesError, WorkflowError
 
-from .workflow import Workflow, WorkflowError, parse_workflow
+from .workflow import Workflow, parse_workflow
 
 if TYPE_CHECKING:
     from llamanet.node.node import Node

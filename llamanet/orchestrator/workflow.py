@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from llamanet.errors import LlamanetError
+from llamanet.errors import WorkflowError
 from llamanet.protocol.capabilities import is_valid_capability
 
 AGGREGATORS: Final = ("concatenate", "majority", "best")
@@ -49,15 +49,6 @@ _STEP_KEYS: Final = frozenset(
     {"id", "capability", "model", "input", "retries", "verify", "after", "aggregate",
      "inputs", "score", "timeout", "market", "price_cap"}
 )  # fmt: skip
-
-
-class WorkflowError(LlamanetError):
-    """Raised for a workflow that cannot run; ``problems`` lists every reason."""
-
-    def __init__(self, problems: Sequence[str], source: str = "workflow") -> None:
-        self.problems = list(problems)
-        lines = "\n".join(f"  - {p}" for p in self.problems)
-        super().__init__(f"{source} has {len(self.problems)} problem(s):\n{lines}")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -88,7 +88,7 @@ def running_llama_server(
                 ):
                     break
             except httpx.TransportError:
-                pass
+                pass  # not listening yet: poll again until the deadline
             if time.monotonic() > deadline:
                 raise RuntimeError(f"llama_cpp.server did not answer in {START_TIMEOUT} s")
             time.sleep(0.1)

@@ -22,11 +22,15 @@ from llamanet.backends import (
 from llamanet.backends.builtin import (
     ECHO_CHUNK_CHARS,
     MAX_TEXT_CHARS,
-    UnsupportedCapabilityError,
     echo_chunks,
     text_stats,
 )
-from llamanet.errors import TASK_ERROR_CODES, BackendError, SkillInputError
+from llamanet.errors import (
+    TASK_ERROR_CODES,
+    BackendError,
+    SkillInputError,
+    UnsupportedCapabilityError,
+)
 
 ALL_SKILLS = ("math.eval", "text.echo", "text.stats")
 

@@ -14,8 +14,13 @@ import trio
 
 from llamanet.backends.base import Chunk, Completion, TaskRequest
 from llamanet.backends.gguf_model import GgufBackend
-from llamanet.backends.model_files import DigestCache, ModelFileError
-from llamanet.errors import BackendRequestError, ContextOverflowError, ModelNotFoundError
+from llamanet.backends.model_files import DigestCache
+from llamanet.errors import (
+    BackendRequestError,
+    ContextOverflowError,
+    ModelFileError,
+    ModelNotFoundError,
+)
 
 from ..nodes import start_node
 

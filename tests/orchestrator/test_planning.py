@@ -9,10 +9,9 @@ import pytest
 
 import llamanet
 from llamanet.backends.builtin import BuiltinBackend
-from llamanet.errors import NoCandidatesError
+from llamanet.errors import NoCandidatesError, WorkflowError
 from llamanet.orchestrator.planning import PLANNER_PROMPT, extract_plan, make_plan
 from llamanet.orchestrator.runner import run_workflow
-from llamanet.orchestrator.workflow import WorkflowError
 
 from ..api.test_server import serving
 from ..doubles import PlannerDouble

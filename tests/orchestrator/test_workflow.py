@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from llamanet.orchestrator.workflow import WorkflowError, load_workflow, parse_workflow, render
+from llamanet.errors import WorkflowError
+from llamanet.orchestrator.workflow import load_workflow, parse_workflow, render
 
 FOUR_STEPS = """
 name = "fan-out"

@@ -9,8 +9,9 @@ import pytest
 import trio
 
 from llamanet.backends.builtin import BuiltinBackend
-from llamanet.orchestrator.runner import StepEvent, WorkflowFailed, run_workflow
-from llamanet.orchestrator.workflow import WorkflowError, parse_workflow
+from llamanet.errors import WorkflowError, WorkflowFailed
+from llamanet.orchestrator.runner import StepEvent, run_workflow
+from llamanet.orchestrator.workflow import parse_workflow
 
 from ..doubles import DelayedAnswerDouble
 from ..nodes import providers_of, start_node

@@ -10,9 +10,9 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from llamanet.backends.model_files import ModelFileError, read_gguf_info
-from llamanet.errors import DecodeError
-from llamanet.orchestrator.workflow import WorkflowError, parse_workflow, render
+from llamanet.backends.model_files import read_gguf_info
+from llamanet.errors import DecodeError, ModelFileError, WorkflowError
+from llamanet.orchestrator.workflow import parse_workflow, render
 from llamanet.protocol.bids import CallForProposals, decode_bid_message, encode_bid_message
 from llamanet.protocol.codec import pack_value
 
