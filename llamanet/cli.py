@@ -402,7 +402,7 @@ def node_config_from(args: argparse.Namespace) -> NodeConfig:
 
 
 def cmd_node(args: argparse.Namespace) -> int:
-    from llamanet.node.daemon import run_daemon
+    from llamanet.daemon import run_daemon
 
     config = node_config_from(args)
     setup_logging(config.log_level, config.log_format)

@@ -17,6 +17,7 @@ from typing import Any, Final, get_args, get_origin, get_type_hints
 
 import platformdirs
 
+from llamanet.backends.agents import AgentSpec, parse_agents
 from llamanet.backends.selection import check_backend_spec
 from llamanet.discovery.liveness import DEFAULT_INTERVAL, DEFAULT_MAX_FAILURES, DEFAULT_TIMEOUT
 from llamanet.discovery.mdns_records import DEFAULT_SERVICE, normalize_service
@@ -26,7 +27,6 @@ from llamanet.protocol.codec import DEFAULT_MAX_FRAME_SIZE
 from llamanet.protocol.config import DEFAULT_POW_DIFFICULTY, MAX_POW_DIFFICULTY
 from llamanet.protocol.peer_ids import peer_id_from_text
 
-from .agents import AgentSpec, parse_agents
 from .worker import (
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MAX_DEPTH,

@@ -55,6 +55,7 @@ from llamanet.adapters.membership import (
 from llamanet.adapters.stream import ByteStream
 from llamanet.adapters.task_client import EventCallback, StreamPool, TaskClient
 from llamanet.adapters.task_server import DEFAULT_FIRST_FRAME_TIMEOUT, ServerLimits, TaskServer
+from llamanet.backends.agents import AgentBackend
 from llamanet.backends.base import Backend
 from llamanet.backends.builtin import BuiltinBackend
 from llamanet.backends.model_files import DigestCache
@@ -116,7 +117,6 @@ from llamanet.trust.keys import Identity, load_or_create_identity
 from llamanet.trust.reputation import Outcome, ReputationStore
 
 from .activity import Activity
-from .agents import AgentBackend
 from .config import NodeConfig
 from .market import BID, Market
 from .perf import drifted, percentile

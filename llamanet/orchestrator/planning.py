@@ -1,6 +1,6 @@
 """Planning: turn a goal into a workflow by asking a ``planning.decompose`` peer.
 
-The planner is an LLM served with :data:`PLANNER_PROMPT` (declare it as an agent:
+The planner is an LLM served with ``protocol/planner.py``'s prompt (declare it as an agent:
 ``[[agents]] capability = "planning.decompose"``, with ``model`` and no ``system``
 to get this prompt).  It answers with the workflow as JSON; the answer is
 validated (JSON found in surrounding prose, steps checked as any workflow), and
@@ -15,26 +15,14 @@ import re
 from typing import TYPE_CHECKING, Any, Final
 
 from llamanet.errors import NoCandidatesError, WorkflowError
+from llamanet.protocol.planner import PLANNER_CAPABILITY
 
 from .workflow import Workflow, parse_workflow
 
 if TYPE_CHECKING:
     from llamanet.node.node import Node
 
-PLANNER_CAPABILITY: Final = "planning.decompose"
 REPAIR_ROUNDS: Final = 1
-PLANNER_PROMPT: Final = (
-    "You plan work for a network of agents. Answer with one JSON object and nothing "
-    "else:\n"
-    '{"name": "<short name>", "output": "<id of the final step>", "steps": ['
-    '{"id": "<name>", "capability": "<one of the capabilities listed>", '
-    '"input": <a string or object, where "{{input}}" is the goal and "{{<id>}}" '
-    "an earlier step's output>}, ...]}\n"
-    "Independent steps must not refer to each other, so they run in parallel. Use "
-    "only the capabilities listed. Prefer few steps. End with one step that combines "
-    'the results: a "synthesis" step if that capability is listed, else '
-    '{"id": "final", "aggregate": "concatenate", "inputs": [...]}.'
-)
 
 _JSON_OBJECT = re.compile(r"\{.*\}", re.DOTALL)
 

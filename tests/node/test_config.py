@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from llamanet.backends.agents import AgentSpec
 from llamanet.errors import ConfigError
 from llamanet.node import config as config_module
-from llamanet.node.agents import AgentSpec
 from llamanet.node.config import (
     CONFIG_FILENAME,
     DEFAULT_LISTEN,

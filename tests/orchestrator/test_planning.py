@@ -10,8 +10,9 @@ import pytest
 import llamanet
 from llamanet.backends.builtin import BuiltinBackend
 from llamanet.errors import NoCandidatesError, WorkflowError
-from llamanet.orchestrator.planning import PLANNER_PROMPT, extract_plan, make_plan
+from llamanet.orchestrator.planning import extract_plan, make_plan
 from llamanet.orchestrator.runner import run_workflow
+from llamanet.protocol.planner import PLANNER_PROMPT
 
 from ..api.test_server import serving
 from ..doubles import PlannerDouble
@@ -75,8 +76,8 @@ async def test_no_planner_is_a_clear_error(tmp_path: Path) -> None:
 async def test_a_planner_agent_without_a_prompt_gets_the_built_in_one() -> None:
     from collections.abc import AsyncGenerator, Sequence
 
+    from llamanet.backends.agents import AgentBackend, AgentSpec
     from llamanet.backends.base import Chunk, Completion, TaskRequest
-    from llamanet.node.agents import AgentBackend, AgentSpec
     from llamanet.protocol.records import ModelInfo
 
     class ChatRecorder:

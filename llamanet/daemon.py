@@ -1,4 +1,5 @@
-"""``llamanet node``: a node plus its local API, until SIGINT or SIGTERM."""
+"""``llamanet node``: a node plus its local API, until SIGINT or SIGTERM.  It sits
+above both (the node knows nothing of the API that serves it)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,8 @@ import sys
 import trio
 
 from llamanet.api.server import serve_api
-
-from .config import NodeConfig
-from .node import Node, open_node
+from llamanet.node.config import NodeConfig
+from llamanet.node.node import Node, open_node
 
 log = logging.getLogger(__name__)
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from llamanet.backends.agents import AgentBackend, AgentSpec, parse_agents
 from llamanet.backends.base import Backend, Chunk, Completion, TaskRequest
 from llamanet.backends.builtin import BuiltinBackend
 from llamanet.backends.ollama import OllamaBackend
 from llamanet.errors import ConfigError, SkillInputError
-from llamanet.node.agents import AgentBackend, AgentSpec, parse_agents
 
 from ..nodes import start_node
 from ..ollama_double import REPLY, running_ollama_double

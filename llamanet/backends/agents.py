@@ -22,8 +22,8 @@ from typing import Any
 
 from llamanet.backends.base import Backend, Chunk, Completion, TaskRequest
 from llamanet.errors import ConfigError, ModelNotFoundError, SkillInputError
-from llamanet.orchestrator.planning import PLANNER_CAPABILITY, PLANNER_PROMPT
 from llamanet.protocol.capabilities import is_valid_capability
+from llamanet.protocol.planner import PLANNER_CAPABILITY, PLANNER_PROMPT
 from llamanet.protocol.records import ModelInfo
 
 log = logging.getLogger(__name__)
