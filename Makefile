@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh machine:
 #   make node   - build .venv if needed, then run a node on its embedded default
-#   make test   - build .venv if needed, then run ruff, mypy and the whole test suite
+#   make test   - build .venv if needed, then run ruff, the import contracts, mypy and
+#                 the whole test suite
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -40,6 +41,7 @@ node: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check llamanet tests bench simnet
 	$(BIN)/ruff format --check llamanet tests bench simnet
+	$(BIN)/lint-imports --no-cache
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

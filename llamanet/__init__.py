@@ -11,8 +11,6 @@ or embed a node::
         answer = await node.ask("math.eval", "2*(3+4)")
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
 from llamanet.api.connect import Client, connect
 from llamanet.errors import (
     LlamanetError,
@@ -25,11 +23,7 @@ from llamanet.errors import (
 )
 from llamanet.node.config import NodeConfig
 from llamanet.node.node import Answer, Node, open_node
-
-try:
-    __version__ = version("llamanet")
-except PackageNotFoundError:  # running from a source tree without installing
-    __version__ = "0.0.0"
+from llamanet.version import __version__
 
 __all__ = [
     "Answer",

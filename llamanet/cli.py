@@ -20,7 +20,6 @@ from typing import Any, NoReturn
 
 import trio
 
-from llamanet import __version__
 from llamanet.api.client import ApiClient
 from llamanet.backends.builtin import BUILTIN_SKILLS
 from llamanet.errors import ConfigError, LlamanetError
@@ -30,6 +29,7 @@ from llamanet.protocol.capabilities import validate_swarm_name
 from llamanet.protocol.membership import issue_certificate
 from llamanet.protocol.peer_ids import peer_id_from_text
 from llamanet.trust.keys import load_or_create_identity
+from llamanet.version import __version__
 
 log = logging.getLogger("llamanet")
 

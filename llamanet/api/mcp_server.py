@@ -73,13 +73,13 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from llamanet import __version__
 from llamanet.api.connect import Client, connect
 from llamanet.api.server import remove_api_file, write_api_file
 from llamanet.backends.builtin import BUILTIN_SKILLS
 from llamanet.errors import ConfigError, DaemonError, DaemonNotRunningError, RemoteError
 from llamanet.node.config import is_loopback_host
 from llamanet.protocol.capabilities import capability_matches, is_valid_capability
+from llamanet.version import __version__
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus

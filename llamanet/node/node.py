@@ -115,6 +115,7 @@ from llamanet.protocol.records import (
 )
 from llamanet.trust.keys import Identity, load_or_create_identity
 from llamanet.trust.reputation import Outcome, ReputationStore
+from llamanet.version import __version__
 
 from .activity import Activity
 from .config import NodeConfig
@@ -1600,8 +1601,6 @@ class Node:
     # -- inspection ---------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        from llamanet import __version__
-
         record = self._record.record if self._record else None
         return {
             "version": __version__,

@@ -1,0 +1,10 @@
+"""The installed llamanet's version, for the CLI, the API and a node's status."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("llamanet")
+except PackageNotFoundError:  # running from a source tree without installing
+    __version__ = "0.0.0"
