@@ -75,11 +75,12 @@ from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 
 from llamanet.errors import PeerUnreachableError, StreamBrokenError
+from llamanet.protocol import bids
 from llamanet.trust.keys import Identity
 
 TASK_PROTOCOL: Final = TProtocol("/llamanet/task/1.0.0")
 CAPS_PROTOCOL: Final = TProtocol("/llamanet/caps/1.0.0")
-BID_PROTOCOL: Final = TProtocol("/llamanet/bid/1.0.0")
+BID_PROTOCOL: Final = TProtocol(bids.BID_PROTOCOL)
 KAD_PROTOCOL: Final = TProtocol("/llamanet/kad/1.0.0")
 UPSTREAM_KAD_PROTOCOL: Final = "/ipfs/kad/1.0.0"
 

@@ -16,11 +16,10 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 
 import trio
-from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 
 from llamanet.adapters.bids import BidServer, exchange
-from llamanet.adapters.libp2p_host import open_stream
+from llamanet.adapters.libp2p_host import BID_PROTOCOL, open_stream
 from llamanet.errors import (
     DecodeError,
     LlamanetError,
@@ -32,7 +31,6 @@ from llamanet.orchestrator.market import AwardRule, TenderReport, check_bid, ord
 from llamanet.orchestrator.selection import rank_candidates
 from llamanet.protocol.bids import (
     AWARD_DOMAIN,
-    BID_PROTOCOL,
     Award,
     AwardAccepted,
     Bid,
@@ -49,7 +47,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BID: Final = TProtocol(BID_PROTOCOL)
 BID_VALIDITY: Final = 30.0
 DEFAULT_ETA_MS: Final = 1000.0
 MAX_OPEN_BIDS: Final = 1024
@@ -162,9 +159,7 @@ class Market:
 
         async def ask_for_bid(peer: bytes) -> None:
             try:
-                answer = await exchange(
-                    await open_stream(self.node.host, peer, TProtocol(BID_PROTOCOL)), cfp
-                )
+                answer = await exchange(await open_stream(self.node.host, peer, BID_PROTOCOL), cfp)
             except (TransportError, RemoteProtocolError) as exc:
                 report.set_aside.append((peer_id_to_text(peer), f"unreachable: {exc}"))
                 answered.add(peer)
@@ -202,7 +197,7 @@ class Market:
                 sig=self.node.identity.sign(AWARD_DOMAIN + bid.sig),
             )
             try:
-                stream = await open_stream(self.node.host, bid.bidder, BID)
+                stream = await open_stream(self.node.host, bid.bidder, BID_PROTOCOL)
                 reply = await exchange(stream, award)
             except (TransportError, RemoteProtocolError) as exc:
                 report.set_aside.append((peer_id_to_text(bid.bidder), f"award failed: {exc}"))

@@ -36,6 +36,7 @@ from libp2p.peer.peerinfo import PeerInfo
 from llamanet.adapters.caps import CapsServer, fetch_record_bytes
 from llamanet.adapters.dht import CapsValidator, DHTConfig, LlamanetDHT
 from llamanet.adapters.libp2p_host import (
+    BID_PROTOCOL,
     CAPS_PROTOCOL,
     KAD_PROTOCOL,
     NETWORK_ERRORS,
@@ -119,7 +120,7 @@ from llamanet.version import __version__
 
 from .activity import Activity
 from .config import NodeConfig
-from .market import BID, Market
+from .market import Market
 from .perf import drifted, percentile
 from .pow_cache import cached_pow, save_pow
 from .sessions import Conversations, SessionLimits, chat_messages
@@ -339,7 +340,7 @@ class Node:
         self.host.set_stream_handler(TASK_PROTOCOL, self._on_task_stream)
         self.host.set_stream_handler(CAPS_PROTOCOL, self._on_caps_stream)
         self.market = Market(self)
-        self.host.set_stream_handler(BID, self._on_bid_stream)
+        self.host.set_stream_handler(BID_PROTOCOL, self._on_bid_stream)
         if self._admin is not None:
             self.host.set_stream_handler(MEMBER, self._on_member_stream)
         self._inbound_streams: Counter[bytes] = Counter()
