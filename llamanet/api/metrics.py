@@ -160,12 +160,12 @@ def render_metrics(node: Node) -> str:
         "llamanet_peers_refused_total",
         "counter",
         "Connections closed because the peer may not join this private swarm.",
-        [({}, sum(node.refused_peers.values()))],
+        [({}, sum(node.admission.refused_peers.values()))],
     )
     out.family(
         "llamanet_membership_certificates_refused_total",
         "counter",
         "Membership certificates refused, by reason.",
-        (({"reason": r}, n) for r, n in sorted(node.refused_certificates.items())),
+        (({"reason": r}, n) for r, n in sorted(node.admission.refused_certificates.items())),
     )
     return out.text()

@@ -38,20 +38,12 @@ from llamanet.adapters.dht import CapsValidator, DHTConfig, LlamanetDHT
 from llamanet.adapters.libp2p_host import (
     BID_PROTOCOL,
     CAPS_PROTOCOL,
-    KAD_PROTOCOL,
     NETWORK_ERRORS,
     TASK_PROTOCOL,
     Libp2pByteStream,
     build_host,
     open_stream,
     peer_of,
-)
-from llamanet.adapters.mdns import MdnsDiscovery, MdnsEvent, PeerGone
-from llamanet.adapters.membership import (
-    EXCHANGE_TIMEOUT,
-    MEMBER,
-    exchange_certificates,
-    serve_certificate_exchange,
 )
 from llamanet.adapters.stream import ByteStream
 from llamanet.adapters.task_client import EventCallback, StreamPool, TaskClient
@@ -63,13 +55,10 @@ from llamanet.backends.model_files import DigestCache
 from llamanet.backends.selection import build_backends, close_backends
 from llamanet.discovery.bootstrap import BootstrapPeer, parse_bootstrap_file, parse_peer_addr
 from llamanet.discovery.liveness import LivenessConfig, LivenessTable
-from llamanet.discovery.mdns_records import MdnsPeer, new_peer_name
 from llamanet.discovery.registry import Registry
 from llamanet.errors import (
     ConfigError,
-    DecodeError,
     LocalProtocolError,
-    MembershipError,
     NoCandidatesError,
     NodeClosedError,
     PeerUnreachableError,
@@ -103,7 +92,6 @@ from llamanet.orchestrator.verification import (
 )
 from llamanet.protocol.capabilities import validate_capability
 from llamanet.protocol.config import RecordPolicy, SessionConfig
-from llamanet.protocol.membership import check_certificate, decode_certificate
 from llamanet.protocol.messages import Message, Receipt, TaskChunk, TaskOffer, TaskResult
 from llamanet.protocol.peer_ids import peer_id_from_text, peer_id_to_text
 from llamanet.protocol.pow import solve_pow
@@ -119,7 +107,9 @@ from llamanet.trust.reputation import Outcome, ReputationStore
 from llamanet.version import __version__
 
 from .activity import Activity
+from .admission import Admission
 from .config import NodeConfig
+from .lan import LanDiscovery
 from .market import Market
 from .perf import drifted, percentile
 from .pow_cache import cached_pow, save_pow
@@ -139,11 +129,6 @@ FIND_TIMEOUT: Final = 10.0
 """Longest ``find`` takes by default; an ``ask`` gives it at most half of the
 time it has left."""
 BOOTSTRAP_TIMEOUT: Final = 5.0
-LAN_MEET_ATTEMPTS: Final = 4
-GOODBYE_CHECKS: Final = 4
-GOODBYE_CHECK_INTERVAL: Final = 0.5
-"""An mDNS goodbye is believed once a ping fails; a peer that answers this many
-pings this far apart (while its own shutdown runs) is kept."""
 
 ChunkCallback = Callable[[Any], Awaitable[None]]
 DIGEST_CACHE: Final = "model_digests.json"
@@ -281,22 +266,6 @@ class Node:
             activity=self.activity,
         )
         self.conversations = Conversations(clock=clock)
-        self._allow: frozenset[bytes] | None = (
-            frozenset(peer_id_from_text(p) for p in config.allow_peers)
-            if config.allow_peers
-            else None
-        )
-        """A private swarm's members (``None``: open to anyone)."""
-        self.refused_peers: Counter[bytes] = Counter()
-        self.ignored_goodbyes = 0
-        """mDNS goodbyes for peers that still answered pings (spoofed, or early)."""
-        self._admin = peer_id_from_text(config.swarm_admin) if config.swarm_admin else None
-        self._certificate = self._load_certificate()
-        self._members: dict[bytes, int] = {}
-        """Peers admitted by certificate, and when their certificate expires."""
-        self._admissions: dict[bytes, trio.Event] = {}
-        self.refused_certificates: Counter[str] = Counter()
-        """Membership certificates refused, by reason."""
         self.reputation = ReputationStore(config.home / REPUTATION_FILE)
         """What this node has seen of each peer; kept across restarts."""
         self._rtt: defaultdict[bytes, deque[float]] = defaultdict(lambda: deque(maxlen=RTT_SAMPLES))
@@ -309,11 +278,19 @@ class Node:
         except Exception as exc:  # multiaddr raises assorted types for bad text
             raise ConfigError(f"invalid listen address: {exc}") from exc
         self.host = host_builder(self.identity, self._listen)
+        self.admission = Admission(
+            config,
+            peer_id=self.peer_id,
+            host=self.host,
+            clock=clock,
+            forget=self._forget_refused,
+        )
+        """Who may talk to us (a private swarm's gate)."""
         self.dht = LlamanetDHT(
             self.host,
             self.validator,
             swarm=config.swarm,
-            admit=self._allowed_in_time,
+            admit=self.admission.allowed_in_time,
             config=DHTConfig(
                 streams_per_peer_per_s=config.dht_streams_per_peer_per_s,
                 max_streams_per_peer=config.dht_streams_per_peer,
@@ -341,8 +318,6 @@ class Node:
         self.host.set_stream_handler(CAPS_PROTOCOL, self._on_caps_stream)
         self.market = Market(self)
         self.host.set_stream_handler(BID_PROTOCOL, self._on_bid_stream)
-        if self._admin is not None:
-            self.host.set_stream_handler(MEMBER, self._on_member_stream)
         self._inbound_streams: Counter[bytes] = Counter()
         self._record: SignedRecord | None = None
         self._provided_caps: tuple[str, ...] = ()
@@ -354,9 +329,8 @@ class Node:
                 max_failures=config.liveness_max_failures,
             )
         )
-        self.mdns: MdnsDiscovery | None = None
-        self._mdns_instances: dict[str, bytes] = {}
-        self._not_llamanet: set[bytes] = set()
+        self.lan = LanDiscovery(self)
+        """Peers met by mDNS (started by :meth:`run` when ``config.mdns``)."""
         """Peers that turned out not to speak the task protocol: never retried."""
         self._departed: dict[bytes, float] = {}
         """Peers seen leaving, and when; their DHT records are not trusted as alive."""
@@ -502,7 +476,7 @@ class Node:
                 if self.config.spot_check_interval > 0:
                     nursery.start_soon(self._spot_check_loop)
                 if self.config.mdns:
-                    await self._start_mdns(nursery)
+                    await self.lan.start(nursery)
                 task_status.started()
                 try:
                     await trio.sleep_forever()
@@ -590,111 +564,17 @@ class Node:
                 nursery.start_soon(self._on_connected, peer)
 
     async def _on_connected(self, peer: bytes) -> None:
-        if not self.allowed(peer) and (self._admin is None or not await self._admit(peer)):
-            await self._refuse(peer)
+        if not await self.admission.admit_connection(peer):
             return
         await trio.sleep(0.2)  # let identify record the peer's protocols first
         await self.dht.add_peer(peer)
 
-    @property
-    def private(self) -> bool:
-        return self._allow is not None or self._admin is not None
+    def _forget_refused(self, peer: bytes) -> None:
+        self.dht.remove_peer(peer)
 
     def allowed(self, peer: bytes) -> bool:
-        """Whether ``peer`` may talk to us: anyone, unless the swarm is private;
-        then those on the allow-list and those who showed a valid certificate."""
-        if not self.private or peer == self.peer_id:
-            return True
-        if self._allow is not None and peer in self._allow:
-            return True
-        return self._members.get(peer, 0) > self.clock()
-
-    async def _allowed_in_time(self, peer: bytes) -> bool:
-        # A member's first stream can arrive before the certificate exchange that
-        # its connection started has finished: wait for that, bounded.
-        if self.allowed(peer) or self._admin is None:
-            return self.allowed(peer)
-        event = self._admissions.setdefault(peer, trio.Event())
-        with trio.move_on_after(EXCHANGE_TIMEOUT):
-            await event.wait()
-        return self.allowed(peer)
-
-    def _load_certificate(self) -> bytes:
-        if self._admin is None:
-            return b""
-        path = self.config.certificate_path
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            log.warning(
-                "no membership certificate at %s: only allow-listed peers will talk to us "
-                "(ask the swarm admin to run: llamanet certify %s)",
-                path,
-                self.peer_id_text,
-            )
-            return b""
-        except OSError as exc:
-            raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
-        try:
-            check_certificate(
-                decode_certificate(data),
-                admin=self._admin,
-                swarm=self.config.swarm,
-                peer=self.peer_id,
-                now=self.clock(),
-            )
-        except (DecodeError, MembershipError) as exc:
-            raise ConfigError(f"{path}: {exc}") from exc
-        return data
-
-    def _check_member(self, peer: bytes, data: bytes) -> bool:
-        assert self._admin is not None
-        try:
-            cert = decode_certificate(data)
-            check_certificate(
-                cert, admin=self._admin, swarm=self.config.swarm, peer=peer, now=self.clock()
-            )
-        except DecodeError:
-            self.refused_certificates["malformed" if data else "missing"] += 1
-            return False
-        except MembershipError as exc:
-            self.refused_certificates[exc.reason] += 1
-            log.info("refused the membership certificate of %s: %s", ID(peer), exc)
-            return False
-        self._members[peer] = cert.exp
-        self._admissions.setdefault(peer, trio.Event()).set()
-        return True
-
-    async def _admit(self, peer: bytes) -> bool:
-        """Exchange certificates with ``peer``; whether it may stay."""
-        with trio.move_on_after(EXCHANGE_TIMEOUT):
-            try:
-                stream = await open_stream(self.host, peer, MEMBER)
-                theirs = await exchange_certificates(stream, self._certificate)
-            except (*NETWORK_ERRORS, TransportError, RemoteProtocolError) as exc:
-                log.debug("no membership certificate from %s: %r", ID(peer), exc)
-                if not self.allowed(peer):
-                    self.refused_certificates["missing"] += 1
-            else:
-                self._check_member(peer, theirs)
-        # It may also have shown one on its own stream meanwhile.
-        return self.allowed(peer)
-
-    async def _on_member_stream(self, stream: INetStream) -> None:
-        await serve_certificate_exchange(
-            Libp2pByteStream(stream), self._certificate, self._check_member
-        )
-
-    async def _refuse(self, peer: bytes) -> None:
-        # py-libp2p 0.8.1 has no hook to refuse a peer during the handshake: the
-        # connection is closed as soon as it is reported, and every inbound stream
-        # handler checks again in case the peer was quicker.
-        self._admissions.pop(peer, None)
-        self.refused_peers[peer] += 1
-        self.dht.remove_peer(peer)
-        log.info("closing the connection of %s: not a member of this private swarm", ID(peer))
-        with contextlib.suppress(*NETWORK_ERRORS):
-            await self.host.get_network().close_peer(ID(peer))
+        """Whether ``peer`` may talk to us (see :class:`Admission`)."""
+        return self.admission.allowed(peer)
 
     async def _publish_loop(self) -> None:
         # The only publisher: at half-life, or sooner when asked (drifting speed or
@@ -780,9 +660,9 @@ class Node:
 
     async def _on_task_stream(self, stream: INetStream) -> None:
         peer = peer_of(stream)
-        if not await self._allowed_in_time(peer):
+        if not await self.admission.allowed_in_time(peer):
             await Libp2pByteStream(stream).reset()
-            await self._refuse(peer)
+            await self.admission.refuse(peer)
             return
         if self._inbound_streams[peer] >= self.config.max_streams_per_peer:
             log.info("too many task streams from %s; resetting", ID(peer))
@@ -797,13 +677,13 @@ class Node:
                 del self._inbound_streams[peer]
 
     async def _on_caps_stream(self, stream: INetStream) -> None:
-        if self._record is None or not await self._allowed_in_time(peer_of(stream)):
+        if self._record is None or not await self.admission.allowed_in_time(peer_of(stream)):
             await Libp2pByteStream(stream).reset()
             return
         await self.caps_server.serve(Libp2pByteStream(stream))
 
     async def _on_bid_stream(self, stream: INetStream) -> None:
-        if not await self._allowed_in_time(peer_of(stream)):
+        if not await self.admission.allowed_in_time(peer_of(stream)):
             await Libp2pByteStream(stream).reset()
             return
         await self.market.server.serve(Libp2pByteStream(stream))
@@ -910,114 +790,6 @@ class Node:
 
     # -- LAN discovery and liveness ---------------------------------------------------------
 
-    async def _start_mdns(self, nursery: trio.Nursery) -> None:
-        self.mdns = MdnsDiscovery(
-            self.config.mdns_service, new_peer_name(), self.peer_id, self.addrs
-        )
-        send, receive = trio.open_memory_channel[MdnsEvent](256)
-        await nursery.start(self.mdns.run, send)
-        nursery.start_soon(self._on_mdns_events, receive, nursery)
-
-    async def _on_mdns_events(
-        self, events: trio.MemoryReceiveChannel[MdnsEvent], nursery: trio.Nursery
-    ) -> None:
-        async with events:
-            async for event in events:
-                if isinstance(event, PeerGone):
-                    peer = self._mdns_instances.get(event.instance)
-                    if peer is not None:
-                        nursery.start_soon(self._confirm_goodbye, peer)
-                    continue
-                found = event.peer
-                self._mdns_instances[found.instance] = found.peer_id
-                if found.peer_id in self._not_llamanet:
-                    continue
-                if found.peer_id in self.liveness and not self.liveness.is_suspect(found.peer_id):
-                    continue
-                nursery.start_soon(self._meet_lan_peer, found)
-
-    async def _meet_lan_peer(self, found: MdnsPeer) -> None:
-        """Connect to a peer announced on the LAN, check it speaks llamanet, fetch and
-        verify its record, and add it to the DHT routing table.  Transient failures
-        (two peers dialling each other at once lose one connection) are retried."""
-        peer = found.peer_id
-        # Another host's loopback address means nothing here.
-        usable = [a for a in found.addrs if not a.startswith(("/ip4/127.", "/ip6/::1/"))]
-        addrs = [multiaddr.Multiaddr(a) for a in usable or found.addrs]
-        log.info("mDNS: found %s at %s", ID(peer), " ".join(str(a) for a in addrs))
-        self._remember_addrs(peer, addrs)
-        for attempt in range(LAN_MEET_ATTEMPTS):
-            if attempt:
-                await trio.sleep(0.5 * 2**attempt)
-            outcome = await self._try_meet(peer, addrs)
-            if outcome is not None:
-                if not outcome:
-                    log.info("could not meet LAN peer %s", ID(peer))
-                return
-
-    async def _try_meet(self, peer: bytes, addrs: list[multiaddr.Multiaddr]) -> bool | None:
-        """``True`` met, ``False`` gave up for good, ``None`` worth another try."""
-        outcome: bool | None = None
-        with trio.move_on_after(BOOTSTRAP_TIMEOUT):
-            outcome = await self._meet(peer, addrs)
-        return outcome
-
-    async def _meet(self, peer: bytes, addrs: list[multiaddr.Multiaddr]) -> bool | None:
-        try:
-            await self.host.connect(PeerInfo(ID(peer), addrs))
-        except NETWORK_ERRORS as exc:
-            log.info("mDNS peer %s unreachable: %s", ID(peer), exc)
-            return None
-        protocols = await self._protocols_of(peer)
-        if protocols is not None and TASK_PROTOCOL not in protocols:
-            self._not_llamanet.add(peer)
-            if KAD_PROTOCOL in protocols:
-                # Another libp2p implementation on our DHT: it can route and store
-                # records, so it stays in the routing table, but it runs no tasks.
-                await self.dht.add_peer(peer)
-                log.info(
-                    "mDNS peer %s does not speak %s but speaks %s: kept as a DHT server "
-                    "only, never asked for tasks",
-                    ID(peer), TASK_PROTOCOL, KAD_PROTOCOL,
-                )  # fmt: skip
-                return False
-            log.info(
-                "mDNS peer %s speaks neither %s nor %s: disconnected, and left out of "
-                "the routing table",
-                ID(peer), TASK_PROTOCOL, KAD_PROTOCOL,
-            )  # fmt: skip
-            self.dht.remove_peer(peer)
-            with contextlib.suppress(*NETWORK_ERRORS):
-                await self.host.disconnect(ID(peer))
-            return False
-        try:
-            signed = await self.fetch_record(peer, source="mdns")
-        except RecordError as exc:
-            log.info("record of mDNS peer %s refused: %s", ID(peer), exc)
-            return False
-        except (TransportError, RemoteProtocolError) as exc:
-            log.info("record of mDNS peer %s not fetched: %s", ID(peer), exc)
-            return None
-        await self.dht.add_peer(peer)
-        self.liveness.watch(peer, trio.current_time())
-        self._departed.pop(peer, None)
-        log.info("met %s on the LAN (%s)", ID(peer), ", ".join(signed.record.caps))
-        return True
-
-    async def _protocols_of(self, peer: bytes) -> list[str] | None:
-        """The protocols ``peer`` offers, once identify has told us (up to 2 s), or
-        ``None`` if it has not: such a peer gets the benefit of the doubt."""
-        store = self.host.get_peerstore()
-        for _ in range(40):
-            try:
-                protocols = store.get_protocols(ID(peer))
-            except NETWORK_ERRORS:
-                protocols = []
-            if protocols:
-                return [str(p) for p in protocols]
-            await trio.sleep(0.05)
-        return None
-
     async def _liveness_loop(self) -> None:
         async with trio.open_nursery() as nursery:
             while True:
@@ -1027,21 +799,6 @@ class Node:
                 next_at = self.liveness.next_due_at()
                 wait = 1.0 if next_at is None else min(1.0, max(0.05, next_at - now))
                 await trio.sleep(wait)
-
-    async def _confirm_goodbye(self, peer: bytes) -> None:
-        """An mDNS goodbye is unauthenticated multicast: anyone on the LAN can send
-        one for any instance.  It only prompts a check; the peer is dropped once it
-        also stops answering pings over its Noise-authenticated connection."""
-        for check in range(GOODBYE_CHECKS):
-            if check:
-                await trio.sleep(GOODBYE_CHECK_INTERVAL)
-            if peer in self._departed:
-                return  # found out some other way meanwhile
-            if not await self._answers_ping(peer):
-                self._on_departed(peer, "said goodbye on mDNS")
-                return
-        self.ignored_goodbyes += 1
-        log.info("ignored an mDNS goodbye for %s: it still answers pings", ID(peer))
 
     async def _answers_ping(self, peer: bytes) -> bool:
         with trio.move_on_after(self.liveness.config.timeout):
@@ -1073,8 +830,7 @@ class Node:
         removed = self.registry.remove(peer)
         with contextlib.suppress(KeyError, ValueError):
             self.dht.remove_peer(peer)
-        for instance in [i for i, p in self._mdns_instances.items() if p == peer]:
-            del self._mdns_instances[instance]
+        self.lan.forget(peer)
         log.info("peer %s left (%s)%s", ID(peer), why, "" if removed else "; it had no record")
 
     # -- tasks -------------------------------------------------------------------------------

@@ -190,7 +190,7 @@ async def test_a_plaintext_dialler_claiming_a_members_id_cannot_enter_a_private_
         swarm: Any = guarded.host.get_network()
         assert ID(member.peer_id) not in swarm.connections
         assert member.peer_id not in guarded.registry
-        assert guarded.refused_peers[member.peer_id] == 0
+        assert guarded.admission.refused_peers[member.peer_id] == 0
         if mode == "certificate":
             assert not guarded.allowed(member.peer_id)
         # The real member, over Noise, still gets in.

@@ -14,6 +14,7 @@ from llamanet.adapters.dht import CapsValidator, LlamanetDHT
 from llamanet.adapters.libp2p_host import build_host
 from llamanet.adapters.mdns import MdnsEvent, PeerGone, PeerSeen
 from llamanet.discovery.mdns_records import MdnsPeer
+from llamanet.node.node import Node
 from llamanet.protocol.config import TEST_POW_DIFFICULTY, RecordPolicy
 from llamanet.trust.keys import Identity
 
@@ -27,10 +28,10 @@ FAST_LIVENESS: dict[str, Any] = {
 LOOPBACK = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
 
 
-async def feed(node_events: list[MdnsEvent], node: object) -> None:
+async def feed(node_events: list[MdnsEvent], node: Node) -> None:
     send, receive = trio.open_memory_channel[MdnsEvent](16)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(node._on_mdns_events, receive, nursery)  # type: ignore[attr-defined]
+        nursery.start_soon(node.lan.on_events, receive, nursery)
         async with send:
             for event in node_events:
                 await send.send(event)
@@ -46,7 +47,7 @@ async def test_a_peer_that_does_not_speak_llamanet_is_dropped_for_good(tmp_path:
             peer_id=peer_id, addrs=(addr.rsplit("/p2p/", 1)[0],), instance="x._p2p._udp.local."
         )
         await feed([PeerSeen(seen)], node)
-        await eventually(lambda: peer_id in node._not_llamanet)
+        await eventually(lambda: peer_id in node.lan.not_llamanet)
         assert peer_id not in node.registry
         await trio.sleep(0.3)  # past the moment a new connection is offered to the table
         assert peer_id not in node.dht.routing_table_peers()
@@ -77,7 +78,7 @@ async def test_a_peer_that_speaks_only_our_dht_is_kept_as_a_dht_server(tmp_path:
         peer_id = bytes(stranger.get_id().to_bytes())
         seen = MdnsPeer(peer_id=peer_id, addrs=(addr,), instance="kad._p2p._udp.local.")
         await feed([PeerSeen(seen)], node)
-        await eventually(lambda: peer_id in node._not_llamanet)
+        await eventually(lambda: peer_id in node.lan.not_llamanet)
         assert peer_id in node.dht.routing_table_peers()
         assert peer_id not in node.registry
         assert stranger.get_id() in node.host.get_connected_peers()
@@ -102,7 +103,7 @@ async def test_lan_peer_is_met_watched_and_dropped_on_goodbye(tmp_path: Path) ->
             # Anyone on the LAN can send a goodbye for any instance: one for a peer
             # that still answers pings is not believed.
             await feed([PeerGone("a._llamanet._udp.local.")], b)
-            assert b.ignored_goodbyes == 1
+            assert b.lan.ignored_goodbyes == 1
             assert a.peer_id in b.registry and a.peer_id in b.liveness
         # a has stopped: its goodbye is confirmed by the first failed ping.
         gone_at = trio.current_time()
@@ -111,7 +112,7 @@ async def test_lan_peer_is_met_watched_and_dropped_on_goodbye(tmp_path: Path) ->
         assert a.peer_id not in b.registry
         assert a.peer_id not in b.liveness
         assert a.peer_id not in b.dht.routing_table_peers()
-        assert b.ignored_goodbyes == 1
+        assert b.lan.ignored_goodbyes == 1
 
 
 async def test_a_silent_peer_is_dropped_and_not_revived_from_the_dht(tmp_path: Path) -> None:

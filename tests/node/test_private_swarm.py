@@ -79,8 +79,12 @@ async def test_members_certified_by_the_swarm_admin_get_in(tmp_path: Path) -> No
                 if attack is not None:
                     attack(intruder)
                 await intruder.connect(a.addrs()[0], quiet=True)
-                await eventually(partial(lambda p: a.refused_peers[p] >= 1, intruder.peer_id))
-                assert a.refused_certificates[reason] >= 1, dict(a.refused_certificates)
+                await eventually(
+                    partial(lambda p: a.admission.refused_peers[p] >= 1, intruder.peer_id)
+                )
+                assert a.admission.refused_certificates[reason] >= 1, dict(
+                    a.admission.refused_certificates
+                )
                 with pytest.raises(LlamanetError):
                     await intruder.ask("math.eval", "1+1", peer=a.peer_id_text, timeout=5)
         # The members are unaffected.

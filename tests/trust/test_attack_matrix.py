@@ -330,7 +330,7 @@ async def dht_stream_flood(scene: Scene) -> None:
 async def non_allow_listed_peer(scene: Scene) -> None:
     victim, attacker = scene.victim, scene.attacker
     await attacker.connect(victim.addrs()[0], quiet=True)
-    await eventually(lambda: victim.refused_peers[attacker.peer_id] >= 1)
+    await eventually(lambda: victim.admission.refused_peers[attacker.peer_id] >= 1)
     with pytest.raises(LlamanetError):
         await attacker.ask("math.eval", "1+1", peer=victim.peer_id_text, timeout=5)
     await eventually(
