@@ -21,7 +21,7 @@ async def start_node(
 ) -> AsyncIterator[Node]:
     async with open_node(loopback_config(home, **overrides), backends=backends) as node:
         with trio.fail_after(30):
-            await node.first_publish.wait()
+            await node.publisher.first_publish.wait()
         yield node
 
 

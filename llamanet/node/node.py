@@ -58,7 +58,6 @@ from llamanet.discovery.liveness import LivenessConfig, LivenessTable
 from llamanet.discovery.registry import Registry
 from llamanet.errors import (
     ConfigError,
-    LocalProtocolError,
     NoCandidatesError,
     NodeClosedError,
     PeerUnreachableError,
@@ -94,13 +93,9 @@ from llamanet.protocol.capabilities import validate_capability
 from llamanet.protocol.config import RecordPolicy, SessionConfig
 from llamanet.protocol.messages import Message, Receipt, TaskChunk, TaskOffer, TaskResult
 from llamanet.protocol.peer_ids import peer_id_from_text, peer_id_to_text
-from llamanet.protocol.pow import solve_pow
 from llamanet.protocol.records import (
-    CapabilityRecord,
-    ModelInfo,
     SignedRecord,
     open_record,
-    seal_record,
 )
 from llamanet.trust.keys import Identity, load_or_create_identity
 from llamanet.trust.reputation import Outcome, ReputationStore
@@ -111,8 +106,8 @@ from .admission import Admission
 from .config import NodeConfig
 from .lan import LanDiscovery
 from .market import Market
-from .perf import drifted, percentile
-from .pow_cache import cached_pow, save_pow
+from .perf import percentile
+from .publishing import Publisher
 from .sessions import Conversations, SessionLimits, chat_messages
 from .worker import Worker, WorkerLimits
 
@@ -144,7 +139,6 @@ HostBuilder = Callable[[Identity, Sequence[multiaddr.Multiaddr]], IHost]
 """Makes the node's libp2p host (TCP + Noise + Yamux; simnet's fast mode swaps in
 an in-memory transport)."""
 SPOT_CHECKS_KEPT: Final = 32
-MODEL_REFRESH_TIMEOUT: Final = 30.0
 # Failures caused by the task itself: another peer would fail the same way.
 _NOT_RETRYABLE: Final = frozenset({"bad_request", "too_large", "cancelled", "depth_exceeded"})
 LAST_SEEN_KEPT: Final = 4096
@@ -319,9 +313,6 @@ class Node:
         self.market = Market(self)
         self.host.set_stream_handler(BID_PROTOCOL, self._on_bid_stream)
         self._inbound_streams: Counter[bytes] = Counter()
-        self._record: SignedRecord | None = None
-        self._provided_caps: tuple[str, ...] = ()
-        self._provided_at = 0.0
         self.liveness = LivenessTable(
             LivenessConfig(
                 interval=config.liveness_interval,
@@ -331,23 +322,25 @@ class Node:
         )
         self.lan = LanDiscovery(self)
         """Peers met by mDNS (started by :meth:`run` when ``config.mdns``)."""
-        """Peers that turned out not to speak the task protocol: never retried."""
         self._departed: dict[bytes, float] = {}
         """Peers seen leaving, and when; their DHT records are not trusted as alive."""
         self._last_seen: dict[bytes, float] = {}
         """When each peer last answered us (ping, record fetch, task), oldest first."""
-        self._pow_nonce = b""
         self._running = False
         self.started_at = 0.0
         self.bootstrap_peers: list[BootstrapPeer] = []
         self.tasks_sent: Counter[str] = Counter()
         self.api_url: str | None = None
-        self.first_publish = trio.Event()
-        """Set once our record and provider keys have been published the first time."""
-        self._republish = trio.Event()
-        self._published_at = -float("inf")
-        self.drift_republishes = 0
-        """Republishes caused by measured speed or load drifting from the record."""
+        self.publisher = Publisher(
+            config,
+            identity=self.identity,
+            policy=self.policy,
+            worker=self.worker,
+            dht=self.dht,
+            clock=clock,
+            transport_addrs=self._transport_addrs,
+        )
+        """Our signed record and the loop that republishes it."""
         self.spot_checks: deque[SpotCheck] = deque(maxlen=SPOT_CHECKS_KEPT)
         """The latest scheduled spot checks, oldest first."""
 
@@ -363,9 +356,9 @@ class Node:
 
     @property
     def record(self) -> SignedRecord:
-        if self._record is None:
+        if self.publisher.record is None:
             raise NodeClosedError("the node has not published a record yet")
-        return self._record
+        return self.publisher.record
 
     def _current_envelope(self) -> bytes:
         return self.record.envelope
@@ -381,81 +374,16 @@ class Node:
             out.append(multiaddr.Multiaddr(text))
         return out
 
-    async def _proof_of_work(self) -> bytes:
-        """Our nonce for the swarm's difficulty, cached beside the identity."""
-        difficulty = self.config.pow_difficulty
-        nonce = cached_pow(self.config.home, self.identity, difficulty)
-        if nonce is not None:
-            return nonce
-        started = time.perf_counter()
-        found = await trio.to_thread.run_sync(solve_pow, self.peer_id, difficulty)
-        assert found is not None
-        log.info(
-            "proof of work for %d bits found in %.2f s", difficulty, time.perf_counter() - started
-        )
-        save_pow(self.config.home, self.identity, difficulty, found)
-        return found
-
-    def _sign_record(self) -> SignedRecord:
-        now = self.clock()
-        previous = self._record.seq if self._record else 0
-        record = CapabilityRecord(
-            peer=self.peer_id,
-            seq=max(int(now * 1000), previous + 1),
-            iat=int(now),
-            exp=int(now + self.config.record_ttl),
-            caps=tuple(self.worker.capabilities()),
-            addrs=tuple(a.to_bytes() for a in self._transport_addrs()[:16]),
-            models=tuple(self.worker.models()),
-            perf=self.worker.perf(),
-            load=self.worker.load,
-            limits={
-                "max_concurrency": self.config.max_concurrency,
-                "max_input_bytes": self.config.max_input_bytes,
-            },
-            price=self.config.price,
-            pow=self._pow_nonce,
-        )
-        envelope = seal_record(record, self.identity)
-        # Check our own record with the rules peers will apply.
-        return open_record(envelope, now=now, policy=self.policy, expected_peer=self.peer_id)
-
     async def publish(self) -> SignedRecord:
         """Sign a fresh record, store it in the DHT and announce our capabilities."""
-        record = self._record = self._sign_record()
-        stored: list[int] = []
-        announced: list[str] = []
-
-        async def put() -> None:
-            stored.append(await self.dht.put_record(record))
-
-        async def provide() -> None:
-            # Provider records live 48 h on receivers and announcing is paced, so
-            # they are renewed every record_ttl or when our capabilities change,
-            # not at every republish.
-            caps = record.record.caps
-            now = self.clock()
-            if caps != self._provided_caps or now - self._provided_at >= self.config.record_ttl:
-                announced.extend(await self.dht.provide(caps))
-                self._provided_caps, self._provided_at = caps, now
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(put)
-            nursery.start_soon(provide)
-        log.info(
-            "published record seq %d to %d peers; provided %d keys",
-            record.seq,
-            stored[0],
-            len(announced),
-        )
-        return record
+        return await self.publisher.publish()
 
     # -- lifecycle -----------------------------------------------------------------
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until cancelled; ``started`` once listening, bootstrapped and signed."""
         log.info("starting node %s", self.peer_id_text)
-        self._pow_nonce = await self._proof_of_work()
+        await self.publisher.prepare()
         connections_send, connections_recv = trio.open_memory_channel[bytes](256)
         self.host.get_network().register_notifee(_ConnectionWatcher(connections_send))
         try:
@@ -463,16 +391,16 @@ class Node:
                 await nursery.start(self.dht.run)
                 self._running = True
                 self.started_at = self.clock()
-                self._record = self._sign_record()
+                self.publisher.sign_first()
                 await self.bootstrap()
                 nursery.start_soon(self._add_connected_peers, connections_recv)
-                nursery.start_soon(self._publish_loop)
+                nursery.start_soon(self.publisher.run)
                 nursery.start_soon(self._maintenance_loop)
                 nursery.start_soon(self._liveness_loop)
-                nursery.start_soon(self._perf_loop)
-                nursery.start_soon(self._model_refresh_loop)
+                nursery.start_soon(self.publisher.follow_performance)
+                nursery.start_soon(self.publisher.follow_models)
                 if self.config.warmup:
-                    nursery.start_soon(self._warm_up)
+                    nursery.start_soon(self.publisher.warm_up)
                 if self.config.spot_check_interval > 0:
                     nursery.start_soon(self._spot_check_loop)
                 if self.config.mdns:
@@ -576,74 +504,6 @@ class Node:
         """Whether ``peer`` may talk to us (see :class:`Admission`)."""
         return self.admission.allowed(peer)
 
-    async def _publish_loop(self) -> None:
-        # The only publisher: at half-life, or sooner when asked (drifting speed or
-        # load, a finished warm-up), so two publishes never race.
-        while True:
-            self._republish = trio.Event()
-            try:
-                await self.publish()
-            except (RecordError, LocalProtocolError) as exc:
-                log.error("could not publish our record: %s", exc)
-            self._published_at = trio.current_time()
-            self.first_publish.set()
-            with trio.move_on_after(self.config.record_ttl / 2):
-                await self._republish.wait()
-
-    def request_republish(self) -> None:
-        """Publish a fresh record now (the publish loop does it)."""
-        self._republish.set()
-
-    def _published_figures(self) -> dict[str, float]:
-        if self._record is None:
-            return {}
-        record = self._record.record
-        return _figures(record.perf, record.load, record.models)
-
-    def _current_figures(self) -> dict[str, float]:
-        return _figures(self.worker.perf(), self.worker.load, self.worker.models())
-
-    async def _perf_loop(self) -> None:
-        """Republish when measured speed or load drift from the published record,
-        at most once per ``perf_republish_interval``."""
-        while True:
-            await trio.sleep(self.config.perf_check_interval)
-            if not self.first_publish.is_set():
-                continue
-            moved = drifted(self._published_figures(), self._current_figures())
-            since = trio.current_time() - self._published_at
-            if moved and since >= self.config.perf_republish_interval:
-                log.info("republishing: %s drifted", ", ".join(moved))
-                self.drift_republishes += 1
-                self.request_republish()
-
-    def _offer(self) -> tuple[object, ...]:
-        models = tuple((m.name, m.digest, m.ctx) for m in self.worker.models())
-        return (tuple(self.worker.capabilities()), models)
-
-    async def _model_refresh_loop(self) -> None:
-        """Follow the model servers: models pulled or removed, a server gone or
-        back.  A change is republished at once."""
-        while True:
-            await trio.sleep(self.config.model_refresh_interval)
-            before = self._offer()
-            for backend in self.worker.backends:
-                refresh = getattr(backend, "refresh", None)
-                if refresh is None:
-                    continue
-                with trio.move_on_after(MODEL_REFRESH_TIMEOUT) as scope:
-                    await refresh()
-                if scope.cancelled_caught:
-                    log.warning("%r did not say which models it serves in time", backend)
-            self.worker.refresh_capabilities()
-            if self._offer() != before:
-                log.info("models changed: now serving %s", ", ".join(self.worker.capabilities()))
-                self.request_republish()
-
-    async def _warm_up(self) -> None:
-        if await self.worker.warm_up():
-            self.request_republish()
-
     async def _maintenance_loop(self) -> None:
         while True:
             await trio.sleep(self.config.refresh_interval)
@@ -677,7 +537,9 @@ class Node:
                 del self._inbound_streams[peer]
 
     async def _on_caps_stream(self, stream: INetStream) -> None:
-        if self._record is None or not await self.admission.allowed_in_time(peer_of(stream)):
+        if self.publisher.record is None or not await self.admission.allowed_in_time(
+            peer_of(stream)
+        ):
             await Libp2pByteStream(stream).reset()
             return
         await self.caps_server.serve(Libp2pByteStream(stream))
@@ -1358,7 +1220,8 @@ class Node:
     # -- inspection ---------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        record = self._record.record if self._record else None
+        signed = self.publisher.record
+        record = signed.record if signed else None
         return {
             "version": __version__,
             "peer_id": self.peer_id_text,
@@ -1427,17 +1290,6 @@ class Node:
             seen = self._last_seen.get(peer)
             row["last_seen_s"] = round(now - seen, 1) if seen is not None else None
         return sorted(rows.values(), key=lambda r: (not r["connected"], r["peer_id"]))
-
-
-def _figures(
-    perf: Mapping[str, float], load: float, models: Iterable[ModelInfo]
-) -> dict[str, float]:
-    """The figures whose drift triggers a republish (unmeasured ones left out)."""
-    figures: dict[str, float] = {**perf, "load": load}
-    for model in models:
-        figures[f"{model.name}.ttft_ms"] = model.ttft_ms
-        figures[f"{model.name}.tokens_per_s"] = model.tokens_per_s
-    return {k: v for k, v in figures.items() if v or k == "load"}
 
 
 @asynccontextmanager

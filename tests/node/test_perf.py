@@ -175,13 +175,13 @@ async def test_drift_republishes_at_most_once_per_interval(tmp_path: Path) -> No
             for node in (slow, quick):
                 await requester.ask("llm.chat", chat, peer=node.peer_id_text)
             # The first measurement is a drift from "not measured".
-            await eventually(lambda: quick.drift_republishes >= 1)
+            await eventually(lambda: quick.publisher.drift_republishes >= 1)
             await eventually(lambda: quick.record.seq > seqs[1])
             assert quick.record.record.perf["tokens_per_s"] > 0
             # The other node saw the same drift but published less than an
             # interval ago (at start): it waits.
             await trio.sleep(0.3)
-            assert slow.drift_republishes == 0 and slow.record.seq == seqs[0]
+            assert slow.publisher.drift_republishes == 0 and slow.record.seq == seqs[0]
         await backend.aclose()
 
 
