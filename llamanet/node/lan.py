@@ -148,7 +148,7 @@ class LanDiscovery:
             return None
         await self._node.dht.add_peer(peer)
         self._node.liveness.watch(peer, trio.current_time())
-        self._node._departed.pop(peer, None)
+        self._node.presence.returned(peer)
         log.info("met %s on the LAN (%s)", ID(peer), ", ".join(signed.record.caps))
         return True
 
@@ -173,10 +173,10 @@ class LanDiscovery:
         for check in range(GOODBYE_CHECKS):
             if check:
                 await trio.sleep(GOODBYE_CHECK_INTERVAL)
-            if peer in self._node._departed:
+            if peer in self._node.presence.departed:
                 return  # found out some other way meanwhile
-            if not await self._node._answers_ping(peer):
-                self._node._on_departed(peer, "said goodbye on mDNS")
+            if not await self._node.presence.answers_ping(peer):
+                self._node.presence.depart(peer, "said goodbye on mDNS")
                 return
         self.ignored_goodbyes += 1
         log.info("ignored an mDNS goodbye for %s: it still answers pings", ID(peer))

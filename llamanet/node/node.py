@@ -28,8 +28,6 @@ from typing import TYPE_CHECKING, Any, Concatenate, Final, ParamSpec
 import multiaddr
 import trio
 from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
-from libp2p.host.ping import ID as PING_PROTOCOL
-from libp2p.host.ping import perform_ping_roundtrip
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
@@ -107,6 +105,7 @@ from .config import NodeConfig
 from .lan import LanDiscovery
 from .market import Market
 from .perf import percentile
+from .presence import Presence
 from .publishing import Publisher
 from .sessions import Conversations, SessionLimits, chat_messages
 from .worker import Worker, WorkerLimits
@@ -141,7 +140,6 @@ an in-memory transport)."""
 SPOT_CHECKS_KEPT: Final = 32
 # Failures caused by the task itself: another peer would fail the same way.
 _NOT_RETRYABLE: Final = frozenset({"bad_request", "too_large", "cancelled", "depth_exceeded"})
-LAST_SEEN_KEPT: Final = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,10 +320,15 @@ class Node:
         )
         self.lan = LanDiscovery(self)
         """Peers met by mDNS (started by :meth:`run` when ``config.mdns``)."""
-        self._departed: dict[bytes, float] = {}
-        """Peers seen leaving, and when; their DHT records are not trusted as alive."""
-        self._last_seen: dict[bytes, float] = {}
-        """When each peer last answered us (ping, record fetch, task), oldest first."""
+        self.presence = Presence(
+            host=self.host,
+            table=self.liveness,
+            registry=self.registry,
+            dht=self.dht,
+            clock=clock,
+            forget=self.lan.forget,
+        )
+        """Pings, departures and last sightings."""
         self._running = False
         self.started_at = 0.0
         self.bootstrap_peers: list[BootstrapPeer] = []
@@ -396,7 +399,7 @@ class Node:
                 nursery.start_soon(self._add_connected_peers, connections_recv)
                 nursery.start_soon(self.publisher.run)
                 nursery.start_soon(self._maintenance_loop)
-                nursery.start_soon(self._liveness_loop)
+                nursery.start_soon(self.presence.run)
                 nursery.start_soon(self.publisher.follow_performance)
                 nursery.start_soon(self.publisher.follow_models)
                 if self.config.warmup:
@@ -595,7 +598,7 @@ class Node:
         stream = await open_stream(self.host, peer, CAPS_PROTOCOL)
         envelope = await fetch_record_bytes(stream)
         signed = self.accept_record(envelope, source=source, expected_peer=peer)
-        self._seen(peer)
+        self.presence.seen(peer)
         # We just talked to it: watch it, so that it leaves the candidates quickly
         # if it goes away.
         if peer not in self.liveness:
@@ -615,11 +618,11 @@ class Node:
         with trio.move_on_after(FIND_FETCH_TIMEOUT):
             try:
                 await self.fetch_record(peer)
-                self._departed.pop(peer, None)
+                self.presence.returned(peer)
                 return
             except (TransportError, RemoteProtocolError, RecordError) as exc:
                 log.debug("direct record fetch from %s failed: %s", info.peer_id, exc)
-        if peer in self._departed:
+        if peer in self.presence.departed:
             return  # its DHT record outlives it; only the peer itself brings it back
         with trio.move_on_after(FIND_FETCH_TIMEOUT):
             try:
@@ -649,51 +652,6 @@ class Node:
         """Held, unexpired records offering ``capability``, never our own."""
         found = self.registry.find(capability, now=self.clock())
         return [r for r in found if r.peer != self.peer_id and self.allowed(r.peer)]
-
-    # -- LAN discovery and liveness ---------------------------------------------------------
-
-    async def _liveness_loop(self) -> None:
-        async with trio.open_nursery() as nursery:
-            while True:
-                now = trio.current_time()
-                for peer in self.liveness.due(now):
-                    nursery.start_soon(self._ping, peer)
-                next_at = self.liveness.next_due_at()
-                wait = 1.0 if next_at is None else min(1.0, max(0.05, next_at - now))
-                await trio.sleep(wait)
-
-    async def _answers_ping(self, peer: bytes) -> bool:
-        with trio.move_on_after(self.liveness.config.timeout):
-            try:
-                stream = await self.host.new_stream(ID(peer), [PING_PROTOCOL])
-                try:
-                    await perform_ping_roundtrip(stream)
-                    return True
-                finally:
-                    with contextlib.suppress(*NETWORK_ERRORS):
-                        await stream.close()
-            except (*NETWORK_ERRORS, ValueError) as exc:
-                log.debug("ping of %s failed: %r", ID(peer), exc)
-        return False
-
-    async def _ping(self, peer: bytes) -> None:
-        ok = await self._answers_ping(peer)
-        now = trio.current_time()
-        if ok:
-            self.liveness.ping_succeeded(peer, now)
-            self._seen(peer)
-        elif self.liveness.ping_failed(peer, now):
-            self._on_departed(peer, f"no answer to {self.liveness.config.max_failures} pings")
-
-    def _on_departed(self, peer: bytes, why: str) -> None:
-        """Forget a peer that left: it stops being a candidate at once."""
-        self._departed[peer] = self.clock()
-        self.liveness.unwatch(peer)
-        removed = self.registry.remove(peer)
-        with contextlib.suppress(KeyError, ValueError):
-            self.dht.remove_peer(peer)
-        self.lan.forget(peer)
-        log.info("peer %s left (%s)%s", ID(peer), why, "" if removed else "; it had no record")
 
     # -- tasks -------------------------------------------------------------------------------
 
@@ -914,21 +872,12 @@ class Node:
             "attempt", offer.cap, peer=peer_id_to_text(target), id=offer.id.hex()
         ):
             result = await self.client.run(target, offer, on_event=on_event)
-        self._seen(target)
+        self.presence.seen(target)
         return result
 
-    def _seen(self, peer: bytes) -> None:
-        self._last_seen.pop(peer, None)
-        self._last_seen[peer] = self.clock()
-        if len(self._last_seen) > LAST_SEEN_KEPT:
-            del self._last_seen[next(iter(self._last_seen))]
-
     def liveness_of(self, peer: bytes) -> str:
-        """``alive`` or ``suspect`` (answering our pings or not lately), ``gone``
-        (declared departed) or ``unwatched`` (not pinged: known from the DHT only)."""
-        if peer in self.liveness:
-            return "suspect" if self.liveness.is_suspect(peer) else "alive"
-        return "gone" if peer in self._departed else "unwatched"
+        """``alive``, ``suspect``, ``gone`` or ``unwatched`` (see :class:`Presence`)."""
+        return self.presence.state_of(peer)
 
     def swarm_capabilities(self) -> list[str]:
         """Every capability in the verified records this node holds."""
@@ -1287,7 +1236,7 @@ class Node:
             row["connected"] = peer in connected
             row["in_routing_table"] = peer in in_table
             row["liveness"] = self.liveness_of(peer)
-            seen = self._last_seen.get(peer)
+            seen = self.presence.last_seen.get(peer)
             row["last_seen_s"] = round(now - seen, 1) if seen is not None else None
         return sorted(rows.values(), key=lambda r: (not r["connected"], r["peer_id"]))
 
