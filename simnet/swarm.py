@@ -28,7 +28,8 @@ from llamanet.adapters.task_traffic import counting_traffic
 from llamanet.api.server import serve_api
 from llamanet.errors import LlamanetError
 from llamanet.node.config import NodeConfig
-from llamanet.node.node import FIND_LIMIT, HostBuilder, Node, open_node
+from llamanet.node.contacts import FIND_LIMIT
+from llamanet.node.node import HostBuilder, Node, open_node
 from llamanet.node.pow_cache import cached_pow, save_pow
 from llamanet.protocol.budget import credits_for, tokens_used
 from llamanet.protocol.config import TEST_POW_DIFFICULTY

@@ -93,7 +93,7 @@ class LanDiscovery:
         usable = [a for a in found.addrs if not a.startswith(("/ip4/127.", "/ip6/::1/"))]
         addrs = [multiaddr.Multiaddr(a) for a in usable or found.addrs]
         log.info("mDNS: found %s at %s", ID(peer), " ".join(str(a) for a in addrs))
-        self._node._remember_addrs(peer, addrs)
+        self._node.contacts.remember_addrs(peer, addrs)
         for attempt in range(MEET_ATTEMPTS):
             if attempt:
                 await trio.sleep(0.5 * 2**attempt)

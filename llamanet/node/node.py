@@ -29,14 +29,12 @@ import multiaddr
 import trio
 from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
 from libp2p.peer.id import ID
-from libp2p.peer.peerinfo import PeerInfo
 
-from llamanet.adapters.caps import CapsServer, fetch_record_bytes
+from llamanet.adapters.caps import CapsServer
 from llamanet.adapters.dht import CapsValidator, DHTConfig, LlamanetDHT
 from llamanet.adapters.libp2p_host import (
     BID_PROTOCOL,
     CAPS_PROTOCOL,
-    NETWORK_ERRORS,
     TASK_PROTOCOL,
     Libp2pByteStream,
     build_host,
@@ -51,15 +49,12 @@ from llamanet.backends.base import Backend
 from llamanet.backends.builtin import BuiltinBackend
 from llamanet.backends.model_files import DigestCache
 from llamanet.backends.selection import build_backends, close_backends
-from llamanet.discovery.bootstrap import BootstrapPeer, parse_bootstrap_file, parse_peer_addr
 from llamanet.discovery.liveness import LivenessConfig, LivenessTable
 from llamanet.discovery.registry import Registry
 from llamanet.errors import (
     ConfigError,
     NoCandidatesError,
     NodeClosedError,
-    PeerUnreachableError,
-    RecordError,
     RemoteProtocolError,
     RequestTimeoutError,
     TaskError,
@@ -93,7 +88,6 @@ from llamanet.protocol.messages import Message, Receipt, TaskChunk, TaskOffer, T
 from llamanet.protocol.peer_ids import peer_id_from_text, peer_id_to_text
 from llamanet.protocol.records import (
     SignedRecord,
-    open_record,
 )
 from llamanet.trust.keys import Identity, load_or_create_identity
 from llamanet.trust.reputation import Outcome, ReputationStore
@@ -102,6 +96,7 @@ from llamanet.version import __version__
 from .activity import Activity
 from .admission import Admission
 from .config import NodeConfig
+from .contacts import FIND_LIMIT, FIND_TIMEOUT, Contacts
 from .lan import LanDiscovery
 from .market import Market
 from .perf import percentile
@@ -115,14 +110,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ADDRESS_TTL: Final = 3600
-FIND_FETCH_TIMEOUT: Final = 5.0
-FIND_LIMIT: Final = 20
-"""Providers ``find`` asks the DHT for, by default."""
-FIND_TIMEOUT: Final = 10.0
-"""Longest ``find`` takes by default; an ``ask`` gives it at most half of the
-time it has left."""
-BOOTSTRAP_TIMEOUT: Final = 5.0
 
 ChunkCallback = Callable[[Any], Awaitable[None]]
 DIGEST_CACHE: Final = "model_digests.json"
@@ -329,9 +316,21 @@ class Node:
             forget=self.lan.forget,
         )
         """Pings, departures and last sightings."""
+        self.contacts = Contacts(
+            config,
+            peer_id=self.peer_id,
+            host=self.host,
+            dht=self.dht,
+            registry=self.registry,
+            policy=self.policy,
+            rejected=self.rejected_records,
+            admission=self.admission,
+            presence=self.presence,
+            clock=clock,
+        )
+        """Bootstrap, connections and verified records."""
         self._running = False
         self.started_at = 0.0
-        self.bootstrap_peers: list[BootstrapPeer] = []
         self.tasks_sent: Counter[str] = Counter()
         self.api_url: str | None = None
         self.publisher = Publisher(
@@ -396,7 +395,7 @@ class Node:
                 self.started_at = self.clock()
                 self.publisher.sign_first()
                 await self.bootstrap()
-                nursery.start_soon(self._add_connected_peers, connections_recv)
+                nursery.start_soon(self.contacts.add_connected, connections_recv)
                 nursery.start_soon(self.publisher.run)
                 nursery.start_soon(self._maintenance_loop)
                 nursery.start_soon(self.presence.run)
@@ -434,71 +433,13 @@ class Node:
             with trio.move_on_after(3):
                 await self.host.close()
 
-    def _bootstrap_list(self) -> list[BootstrapPeer]:
-        peers: list[BootstrapPeer] = []
-        path = self.config.resolved_bootstrap_file()
-        if path is not None:
-            peers.extend(parse_bootstrap_file(path))
-        for i, text in enumerate(self.config.bootstrap, 1):
-            peers.append(parse_peer_addr(text, where=f"--bootstrap #{i}"))
-        return [p for p in peers if p.peer_id != self.peer_id]
-
     async def bootstrap(self) -> int:
-        """Connect to the bootstrap peers and look ourselves up; returns how many
-        bootstrap peers answered."""
-        self.bootstrap_peers = self._bootstrap_list()
-        reached = 0
-
-        async def reach(peer: BootstrapPeer) -> None:
-            nonlocal reached
-            if await self.connect(peer.addr, quiet=True):
-                reached += 1
-
-        async with trio.open_nursery() as nursery:
-            for peer in self.bootstrap_peers:
-                nursery.start_soon(reach, peer)
-        if self.bootstrap_peers:
-            await self.dht.refresh(full=False)
-            log.info(
-                "bootstrap: reached %d of %d peers; routing table has %d",
-                reached,
-                len(self.bootstrap_peers),
-                self.dht.routing_table_size(),
-            )
-        return reached
+        """Connect to the bootstrap peers and look ourselves up (see :class:`Contacts`)."""
+        return await self.contacts.bootstrap()
 
     async def connect(self, addr: str, *, quiet: bool = False) -> bytes | None:
         """Dial a multiaddr with ``/p2p/<id>`` and add the peer to the DHT."""
-        peer = parse_peer_addr(addr, where="address")
-        info = PeerInfo(ID(peer.peer_id), [multiaddr.Multiaddr(peer.transport_addr)])
-        with trio.move_on_after(BOOTSTRAP_TIMEOUT) as scope:
-            try:
-                await self.host.connect(info)
-            except NETWORK_ERRORS as exc:
-                if not quiet:
-                    raise PeerUnreachableError(f"cannot connect to {addr}: {exc}") from exc
-                log.warning("cannot reach %s: %s", addr, exc)
-                return None
-        if scope.cancelled_caught:
-            if not quiet:
-                raise PeerUnreachableError(f"connecting to {addr} timed out")
-            log.warning("connecting to %s timed out", addr)
-            return None
-        await self.dht.add_peer(peer.peer_id)
-        return peer.peer_id
-
-    async def _add_connected_peers(self, connections: trio.MemoryReceiveChannel[bytes]) -> None:
-        # py-libp2p only adds peers that sent *us* a DHT request; add everyone we
-        # connect to (the routing table itself checks they speak our DHT protocol).
-        async with connections, trio.open_nursery() as nursery:
-            async for peer in connections:
-                nursery.start_soon(self._on_connected, peer)
-
-    async def _on_connected(self, peer: bytes) -> None:
-        if not await self.admission.admit_connection(peer):
-            return
-        await trio.sleep(0.2)  # let identify record the peer's protocols first
-        await self.dht.add_peer(peer)
+        return await self.contacts.connect(addr, quiet=quiet)
 
     def _forget_refused(self, peer: bytes) -> None:
         self.dht.remove_peer(peer)
@@ -514,7 +455,7 @@ class Node:
             if gone:
                 log.debug("%d records expired", len(gone))
             await self.pool.reap()
-            if self.dht.routing_table_size() == 0 and self.bootstrap_peers:
+            if self.dht.routing_table_size() == 0 and self.contacts.bootstrap_peers:
                 await self.bootstrap()
             else:
                 await self.dht.refresh()
@@ -564,94 +505,29 @@ class Node:
 
     # -- discovery -------------------------------------------------------------------------
 
-    def _remember_addrs(self, peer: bytes, addrs: Sequence[multiaddr.Multiaddr]) -> None:
-        if addrs:
-            self.host.get_peerstore().add_addrs(ID(peer), list(addrs), ADDRESS_TTL)
-
     def accept_record(
         self, envelope: bytes, *, source: str, expected_peer: bytes | None = None
     ) -> SignedRecord:
         """Verify a record from any path and hold it; raises :class:`RecordError`."""
-        try:
-            signed = open_record(
-                envelope, now=self.clock(), policy=self.policy, expected_peer=expected_peer
-            )
-        except RecordError as exc:
-            self.rejected_records[exc.reason] += 1
-            raise
-        return self._hold(signed, source)
-
-    def _hold(self, signed: SignedRecord, source: str) -> SignedRecord:
-        """Put a verified record in the registry (refusing replays) and remember
-        the peer's addresses."""
-        try:
-            self.registry.offer(signed, now=self.clock(), source=source)
-        except RecordError as exc:
-            self.rejected_records[exc.reason] += 1
-            raise
-        self._remember_addrs(signed.peer, [multiaddr.Multiaddr(a) for a in signed.record.addrs])
-        return signed
+        return self.contacts.accept_record(envelope, source=source, expected_peer=expected_peer)
 
     async def fetch_record(self, peer: bytes, *, source: str = "direct") -> SignedRecord:
-        """Ask ``peer`` directly for its record (the direct path) and verify it;
-        ``source`` says how we came to ask (``direct``, ``mdns``)."""
-        stream = await open_stream(self.host, peer, CAPS_PROTOCOL)
-        envelope = await fetch_record_bytes(stream)
-        signed = self.accept_record(envelope, source=source, expected_peer=peer)
-        self.presence.seen(peer)
-        # We just talked to it: watch it, so that it leaves the candidates quickly
-        # if it goes away.
-        if peer not in self.liveness:
-            self.liveness.watch(peer, trio.current_time())
-        return signed
+        """Ask ``peer`` directly for its record and verify it (see :class:`Contacts`)."""
+        return await self.contacts.fetch_record(peer, source=source)
 
     async def lookup_record(self, peer: bytes) -> SignedRecord | None:
-        """The peer's newest record from the DHT (the DHT path), verified and held."""
-        signed = await self.dht.get_record(peer)
-        return None if signed is None else self._hold(signed, "dht")
-
-    async def _learn(self, info: PeerInfo) -> None:
-        peer = bytes(info.peer_id.to_bytes())
-        if self.registry.get(peer, now=self.clock() + 60) is not None:
-            return
-        self._remember_addrs(peer, info.addrs)
-        with trio.move_on_after(FIND_FETCH_TIMEOUT):
-            try:
-                await self.fetch_record(peer)
-                self.presence.returned(peer)
-                return
-            except (TransportError, RemoteProtocolError, RecordError) as exc:
-                log.debug("direct record fetch from %s failed: %s", info.peer_id, exc)
-        if peer in self.presence.departed:
-            return  # its DHT record outlives it; only the peer itself brings it back
-        with trio.move_on_after(FIND_FETCH_TIMEOUT):
-            try:
-                await self.lookup_record(peer)
-            except RecordError as exc:
-                log.debug("DHT record of %s refused: %s", info.peer_id, exc)
+        """The peer's newest record from the DHT, verified and held."""
+        return await self.contacts.lookup_record(peer)
 
     async def find(
         self, capability: str, *, limit: int = FIND_LIMIT, timeout: float = FIND_TIMEOUT
     ) -> list[SignedRecord]:
-        """Verified records of peers offering ``capability`` (never ourselves).
-
-        Looks the capability up in the DHT, fetches and verifies the record of each
-        provider not already known, and answers from the registry, so only peers
-        whose signed record checks out are ever returned.
-        """
+        """Verified records of peers offering ``capability`` (see :meth:`Contacts.find`)."""
         self._check_running()
-        validate_capability(capability)
-        with trio.move_on_after(timeout):
-            providers = await self.dht.find_providers(capability, count=limit)
-            async with trio.open_nursery() as nursery:
-                for info in providers:
-                    nursery.start_soon(self._learn, info)
-        return self._known_providers(capability)[:limit]
+        return await self.contacts.find(capability, limit=limit, timeout=timeout)
 
     def _known_providers(self, capability: str) -> list[SignedRecord]:
-        """Held, unexpired records offering ``capability``, never our own."""
-        found = self.registry.find(capability, now=self.clock())
-        return [r for r in found if r.peer != self.peer_id and self.allowed(r.peer)]
+        return self.contacts.known_providers(capability)
 
     # -- tasks -------------------------------------------------------------------------------
 
