@@ -564,7 +564,7 @@ class A2AEndpoint:
                 "listed are the ones this node serves itself, also reachable over "
                 "libp2p at the llamanet interfaces."
             ),
-            "version": status["version"],
+            "version": status.version,
             "supportedInterfaces": interfaces,
             "capabilities": {
                 "streaming": True,
@@ -608,7 +608,7 @@ class A2AEndpoint:
             "securityRequirements": [{"schemes": {"bearer": {"list": []}}}],
             "defaultInputModes": ["text/plain", "application/json"],
             "defaultOutputModes": ["text/plain", "application/json"],
-            "skills": [self._skill(cap) for cap in status["capabilities"]],
+            "skills": [self._skill(cap) for cap in status.capabilities],
         }
 
     def _skill(self, capability: str) -> Json:

@@ -333,10 +333,10 @@ def build_app(node: Node, token: str) -> Starlette:
         return endpoint
 
     async def status(request: Request) -> Response:
-        return JSONResponse(node.status())
+        return JSONResponse(node.status().to_json())
 
     async def peers(request: Request) -> Response:
-        return JSONResponse(node.peers())
+        return JSONResponse([row.to_json() for row in node.peers()])
 
     async def record(request: Request) -> Response:
         signed = node.record

@@ -91,12 +91,12 @@ from llamanet.protocol.records import (
 )
 from llamanet.trust.keys import Identity, load_or_create_identity
 from llamanet.trust.reputation import Outcome, ReputationStore
-from llamanet.version import __version__
 
 from .activity import Activity
 from .admission import Admission
 from .config import NodeConfig
 from .contacts import FIND_LIMIT, FIND_TIMEOUT, Contacts
+from .inspection import NodeStatus, PeerRow, node_status, peer_rows
 from .lan import LanDiscovery
 from .market import Market
 from .perf import percentile
@@ -1044,77 +1044,13 @@ class Node:
 
     # -- inspection ---------------------------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
-        signed = self.publisher.record
-        record = signed.record if signed else None
-        return {
-            "version": __version__,
-            "peer_id": self.peer_id_text,
-            "swarm": self.config.swarm,
-            "addrs": self.addrs(),
-            "capabilities": list(record.caps) if record else self.worker.capabilities(),
-            "models": [m.to_wire() for m in self.worker.models()],
-            "record_seq": record.seq if record else None,
-            "record_expires_in": round(record.exp - self.clock()) if record else None,
-            "dht_peers": self.dht.routing_table_size(),
-            "connected_peers": len(self.host.get_connected_peers()),
-            "known_records": len(self.registry),
-            "tasks_running": self.worker.in_flight,
-            "load": round(self.worker.load, 3),
-            "backends": [backend.name for backend in self.worker.backends],
-            "tasks_served": {
-                f"{cap}:{outcome}": n for (cap, outcome), n in self.worker.outcomes.items()
-            },
-            "tasks_rejected": dict(self.worker.rejections),
-            "tasks_sent": dict(self.tasks_sent),
-            "perf": self.worker.perf(),
-            "tasks": self.running_tasks(),
-            "sessions_kept": len(self.worker.sessions),
-            "records_rejected": dict(self.rejected_records),
-            "uptime_s": round(self.clock() - self.started_at, 1) if self.started_at else 0,
-            "api": self.api_url,
-        }
+    def status(self) -> NodeStatus:
+        """What this node is and does now (see :class:`NodeStatus`)."""
+        return node_status(self)
 
-    def peers(self) -> list[dict[str, Any]]:
-        now = self.clock()
-        connected = {bytes(p.to_bytes()) for p in self.host.get_connected_peers()}
-        in_table = set(self.dht.routing_table_peers())
-        rows: dict[bytes, dict[str, Any]] = {}
-        for entry in self.registry.entries(now=now):
-            rec = entry.record.record
-            rows[rec.peer] = {
-                "peer_id": rec.peer_text,
-                "capabilities": list(rec.caps),
-                "models": [m.name for m in rec.models],
-                "load": rec.load,
-                "reputation": round(self.reputation.overall(rec.peer, now), 3),
-                "record_seq": rec.seq,
-                "record_expires_in": round(rec.exp - now),
-                "source": entry.source,
-                "addrs": [str(multiaddr.Multiaddr(a)) for a in rec.addrs],
-            }
-        for peer in connected | in_table:
-            rows.setdefault(
-                peer,
-                {
-                    "peer_id": peer_id_to_text(peer),
-                    "capabilities": [],
-                    "models": [],
-                    "load": None,
-                    "reputation": round(self.reputation.overall(peer, now), 3),
-                    "record_seq": None,
-                    "record_expires_in": None,
-                    "source": None,
-                    "addrs": [],
-                },
-            )
-        for peer, row in rows.items():
-            row["connected"] = peer in connected
-            row["in_routing_table"] = peer in in_table
-            row["liveness"] = self.liveness_of(peer)
-            seen = self.presence.last_seen.get(peer)
-            row["last_seen_s"] = round(now - seen, 1) if seen is not None else None
-        return sorted(rows.values(), key=lambda r: (not r["connected"], r["peer_id"]))
+    def peers(self) -> list[PeerRow]:
+        """Every peer this node knows of, connected ones first."""
+        return peer_rows(self)
 
 
 @asynccontextmanager

@@ -225,7 +225,7 @@ async def test_the_card_lists_local_skills_and_the_direct_libp2p_route(tmp_path:
 
         card = await off_loop(fetch)
         peer, addrs = s.requester.peer_id_text, s.requester.addrs()
-        capabilities = s.requester.status()["capabilities"]
+        capabilities = s.requester.status().capabilities
     assert peer in card.name
     assert sorted(skill.id for skill in card.skills) == sorted(capabilities)
     math = next(skill for skill in card.skills if skill.id == "math.eval")

@@ -228,7 +228,7 @@ async def test_the_cookie_only_reads_what_the_dashboard_shows(tmp_path: Path) ->
         assert "POST needs the API token" in ask.json()["error"]["message"]
         # Nothing was asked or dialled on behalf of the cookie.
         assert node.tasks_sent == {}
-        assert node.status()["connected_peers"] == 0
+        assert node.status().connected_peers == 0
 
 
 @pytest.mark.parametrize(

@@ -106,7 +106,7 @@ async def test_every_route_refuses_a_missing_or_wrong_token(tmp_path: Path) -> N
                     assert response.json()["error"]["type"] == "Unauthorized"
         # Nothing was asked or dialled on behalf of the refused requests.
         assert node.tasks_sent == {}
-        assert node.status()["connected_peers"] == 0
+        assert node.status().connected_peers == 0
 
 
 async def test_no_cors_headers_are_sent(tmp_path: Path) -> None:
@@ -292,7 +292,7 @@ async def test_connect_dials_a_peer(tmp_path: Path) -> None:
         response = await api.client.post("/v1/connect", json={"addr": other.addrs()[0]})
         assert response.status_code == 200, response.text
         assert response.json() == {"peer_id": other.peer_id_text}
-        assert node.status()["connected_peers"] == 1
+        assert node.status().connected_peers == 1
         missing = await api.client.post("/v1/connect", json={})
         assert missing.status_code == 400
 

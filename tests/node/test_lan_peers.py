@@ -126,4 +126,4 @@ async def test_a_silent_peer_is_dropped_and_not_revived_from_the_dht(tmp_path: P
         await eventually(lambda: gone not in b.registry and gone not in b.liveness, timeout=limit)
         assert all(r.peer != gone for r in await b.find("math.eval", timeout=3))
         assert gone not in b.registry
-        assert a.peer_id_text not in {p["peer_id"] for p in b.peers() if p["record_seq"]}
+        assert a.peer_id_text not in {p.peer_id for p in b.peers() if p.record_seq}

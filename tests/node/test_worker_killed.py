@@ -64,7 +64,7 @@ async def test_requester_gets_a_typed_error_within_the_deadline(tmp_path: Path) 
                     )
             assert trio.current_time() - started < 20.0
             # The requester is unharmed and still works.
-            assert requester.status()["tasks_sent"]["test.slow:unreachable"] == 1
+            assert requester.status().tasks_sent["test.slow:unreachable"] == 1
     finally:
         proc.kill()
         with trio.CancelScope(shield=True):

@@ -65,7 +65,7 @@ async def test_a_worker_that_never_answers_gives_way_to_the_next(tmp_path: Path)
         assert 1.5 < took < 3.5  # half of the time left went to the stuck peer
         # The stuck worker was told its deadline and gave up too.
         await eventually(lambda: stuck.cancelled == 1)
-        assert requester.status()["tasks_sent"] == {"test.delay:timeout": 1, "test.delay:ok": 1}
+        assert requester.status().tasks_sent == {"test.delay:timeout": 1, "test.delay:ok": 1}
 
 
 async def test_an_overloaded_worker_gives_way_to_the_next(tmp_path: Path) -> None:
@@ -188,8 +188,8 @@ async def test_failures_cost_reputation_which_steers_later_tasks(tmp_path: Path)
         assert requester.reputation.score(good.peer_id, "test.crash", now) > NEUTRAL
         assert picked[0] is True  # tried the bad peer first, then failed over
         assert picked[-1] is False  # the bad peer is no longer tried first
-        rows = {row["peer_id"]: row for row in requester.peers()}
-        assert rows[bad.peer_id_text]["reputation"] < NEUTRAL
+        rows = {row.peer_id: row for row in requester.peers()}
+        assert rows[bad.peer_id_text].reputation < NEUTRAL
 
 
 async def test_when_every_known_provider_fails_the_dht_is_asked_for_others(
@@ -216,4 +216,4 @@ async def test_when_the_dht_knows_no_other_provider_the_one_attempt_is_the_error
             await requester.ask("test.crash", None, timeout=10)
         # The DHT found the same failing peer again; it was not asked twice.
         assert [peer for peer, _ in caught.value.attempts] == [bad.peer_id_text]
-        assert requester.status()["tasks_sent"] == {"test.crash:internal": 1}
+        assert requester.status().tasks_sent == {"test.crash:internal": 1}

@@ -338,7 +338,7 @@ async def non_allow_listed_peer(scene: Scene) -> None:
             attacker.peer_id not in {bytes(p.to_bytes()) for p in victim.host.get_connected_peers()}
         )
     )
-    assert victim.peer_id_text not in {p["peer_id"] for p in attacker.peers() if p["capabilities"]}
+    assert victim.peer_id_text not in {p.peer_id for p in attacker.peers() if p.capabilities}
 
 
 async def lying_verifier(scene: Scene) -> None:
