@@ -216,7 +216,8 @@ def test_a_killed_daemon_is_reported_not_hung_on(tmp_path: Path) -> None:
 def test_plain_text_input_takes_each_model_capabilitys_shape(
     argv: list[str], expected: object
 ) -> None:
-    from llamanet.cli import _parse_input, build_parser
+    from llamanet.cli import build_parser
+    from llamanet.cli.commands import _parse_input
 
     assert _parse_input(build_parser().parse_args(argv)) == expected
 
