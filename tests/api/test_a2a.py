@@ -45,7 +45,8 @@ from a2a.types import (
 )
 from google.protobuf.json_format import MessageToDict
 
-from llamanet.api.a2a import COMPLETED, LIBP2P_BINDING, WATCHER_BUFFER, A2ATask, TaskStore
+from llamanet.api.a2a import LIBP2P_BINDING
+from llamanet.api.a2a_tasks import COMPLETED, WATCHER_BUFFER, A2ATask, TaskStore
 from llamanet.api.server import serve_api
 from llamanet.backends.builtin import BuiltinBackend
 from llamanet.backends.ollama import OllamaBackend
