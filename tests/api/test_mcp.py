@@ -24,15 +24,14 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.client.subscriptions import ToolsListChanged
 from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 
-from llamanet.api.mcp_server import (
+from llamanet.api.mcp_catalogue import (
     MAX_TOOL_NAME,
-    McpOptions,
     capability_of,
-    load_or_create_token,
     offers_from,
     shape_input,
     tool_name,
 )
+from llamanet.api.mcp_server import McpOptions, load_or_create_token
 from llamanet.api.server import serve_api
 from llamanet.backends.builtin import BuiltinBackend
 from llamanet.errors import ConfigError
