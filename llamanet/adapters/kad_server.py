@@ -50,7 +50,13 @@ from libp2p.peer.peerstore import PeerStoreError, env_to_send_in_RPC
 from libp2p.records.utils import InvalidRecordType, verify_record
 from libp2p.records.validator import NamespacedValidator
 
-from llamanet.errors import DecodeError, FrameTooLargeError, KadRequestRefused, RecordError
+from llamanet.errors import (
+    DecodeError,
+    FrameTooLargeError,
+    KadRequestRefused,
+    RecordError,
+    StreamBrokenError,
+)
 from llamanet.protocol.codec import FrameDecoder
 from llamanet.protocol.varint import encode_uvarint
 
@@ -123,7 +129,9 @@ class KadServer:
             except KadRequestRefused as exc:
                 self._count_refusal(peer, exc.reason, str(exc))
                 await wire.reset()
-            except NETWORK_ERRORS as exc:  # the peer went away mid-request
+            except (StreamBrokenError, *NETWORK_ERRORS) as exc:  # the peer went away
+                # A reset or dead stream is the peer's business: it must not reach
+                # py-libp2p's handler, which would take the whole connection down.
                 log.debug("KAD stream from %s broke: %r", peer, exc)
                 await wire.reset()
             else:

@@ -1,6 +1,7 @@
-"""The DHT server, one request at a time (``KadServer.answer``): a key of any kind
-is placed at sha256(key), a value is stored only if the validator accepts it, a
-sender can announce only itself, and any bad request is a typed refusal.
+"""The DHT server, one request at a time (``KadServer.answer``), and over a stream
+that breaks (``KadServer.serve``): a key of any kind is placed at sha256(key), a
+value is stored only if the validator accepts it, a sender can announce only
+itself, any bad request is a typed refusal, and a reset stream ends quietly.
 
 No sockets: the hosts are built but never run; requests are protobuf messages as
 a go, js or py-libp2p client would send them."""
@@ -15,6 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from libp2p.kad_dht.pb.kademlia_pb2 import Message
+from libp2p.network.stream.exceptions import StreamReset
 from libp2p.peer.envelope import seal_record
 from libp2p.peer.id import ID
 from libp2p.peer.peer_record import PeerRecord
@@ -263,3 +265,33 @@ def test_arbitrary_bytes_are_answered_or_refused_never_a_crash(body: bytes) -> N
 
 
 FUZZ_SERVER, _ = server_with(3)
+
+
+class ResetStreamDouble:
+    """Test double of a libp2p stream whose peer reset it: reading raises what
+    py-libp2p raises then (``StreamReset``)."""
+
+    def __init__(self, peer: ID) -> None:
+        self.muxed_conn = type("Conn", (), {"peer_id": peer})()
+        self.was_reset = False
+
+    async def read(self, n: int = -1) -> bytes:
+        raise StreamReset("Cannot read from stream; stream is reset")
+
+    async def write(self, data: bytes) -> None:
+        raise StreamReset("Cannot write to stream; stream is reset")
+
+    async def close(self) -> None:
+        return None
+
+    async def reset(self) -> None:
+        self.was_reset = True
+
+
+async def test_a_stream_the_peer_reset_ends_quietly() -> None:
+    # An error escaping a stream handler takes py-libp2p's whole connection down
+    # (seen under churn in simnet's real mode): a reset stream must end here.
+    server, _ = server_with()
+    stream = ResetStreamDouble(CLIENT)
+    await server.serve(stream)  # type: ignore[arg-type]
+    assert stream.was_reset and not server.refused and not server.answered
