@@ -167,7 +167,7 @@ class KadServer:
         # FIND_NODE for a peer we know names that peer first, whatever its
         # distance (the spec's exception, as go and upstream do).
         target = ID(key)
-        known = target == self.host.get_id() or self._has_addrs(target)
+        known = target == self.host.get_id() or bool(self._addrs(target))
         return self._reply(
             Message.MessageType.FIND_NODE, key, peer, first=target if known else None
         )
@@ -282,9 +282,6 @@ class KadServer:
             return list(self.host.get_peerstore().addrs(peer))
         except PeerStoreError:
             return []
-
-    def _has_addrs(self, peer: ID) -> bool:
-        return bool(self._addrs(peer))
 
     def _still_valid(self, key: bytes, held: Record) -> bool:
         try:

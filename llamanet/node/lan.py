@@ -22,14 +22,17 @@ from llamanet.adapters.mdns import MdnsDiscovery, MdnsEvent, PeerGone
 from llamanet.discovery.mdns_records import MdnsPeer, new_peer_name
 from llamanet.errors import RecordError, RemoteProtocolError, TransportError
 
+from .contacts import BOOTSTRAP_TIMEOUT
+
 if TYPE_CHECKING:
     from .node import Node
 
 log = logging.getLogger(__name__)
 
 MEET_ATTEMPTS: Final = 4
-MEET_TIMEOUT: Final = 5.0
-"""Longest one attempt to meet a LAN peer (dial, identify, record) may take."""
+MEET_TIMEOUT: Final = BOOTSTRAP_TIMEOUT
+"""Longest one attempt to meet a LAN peer (dial, identify, record) may take: as
+long as a bootstrap dial."""
 GOODBYE_CHECKS: Final = 4
 GOODBYE_CHECK_INTERVAL: Final = 0.5
 """An mDNS goodbye is believed once a ping fails; a peer that answers this many
